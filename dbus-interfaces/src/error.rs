@@ -1,0 +1,127 @@
+//! The one error type at the D-Bus boundary.
+
+use zbus::DBusError as DeriveDBusError;
+
+/// Errors returned by the service, named `org.pibuilder.PiBuilder1.Error.<Variant>`.
+///
+/// Every variant carries a human-readable message saying what went wrong.
+#[derive(Debug, Clone, PartialEq, DeriveDBusError)]
+#[zbus(prefix = "org.pibuilder.PiBuilder1.Error")]
+pub enum DBusError {
+    /// A transport-level error, never sent by the daemon.
+    #[zbus(error)]
+    ZBus(zbus::Error),
+    /// polkit did not grant the action, or could not be asked.
+    NotAuthorized(String),
+    /// An argument or option is malformed, unknown or out of range.
+    InvalidArgs(String),
+    /// The named job, image or device does not exist.
+    NotFound(String),
+    /// Conflicting work is already running.
+    Busy(String),
+    /// The system is in a state pi-builder will not override.
+    Conflict(String),
+    /// The host lacks what this needs.
+    NotSupported(String),
+    /// The Docker engine cannot be reached.
+    DockerUnavailable(String),
+    /// The job was cancelled.
+    Cancelled(String),
+    /// Anything else.
+    Failed(String),
+}
+
+impl DBusError {
+    /// The short name of the error (the last component of its D-Bus name).
+    pub fn short_name(&self) -> &'static str {
+        match self {
+            DBusError::ZBus(_) => "ZBus",
+            DBusError::NotAuthorized(_) => "NotAuthorized",
+            DBusError::InvalidArgs(_) => "InvalidArgs",
+            DBusError::NotFound(_) => "NotFound",
+            DBusError::Busy(_) => "Busy",
+            DBusError::Conflict(_) => "Conflict",
+            DBusError::NotSupported(_) => "NotSupported",
+            DBusError::DockerUnavailable(_) => "DockerUnavailable",
+            DBusError::Cancelled(_) => "Cancelled",
+            DBusError::Failed(_) => "Failed",
+        }
+    }
+
+    /// The full D-Bus error name, e.g. `org.pibuilder.PiBuilder1.Error.NotAuthorized`.
+    pub fn dbus_name(&self) -> String {
+        format!("{}.{}", crate::names::ERROR_PREFIX, self.short_name())
+    }
+
+    /// The message carried by the error.
+    pub fn message(&self) -> String {
+        match self {
+            DBusError::ZBus(e) => e.to_string(),
+            DBusError::NotAuthorized(m)
+            | DBusError::InvalidArgs(m)
+            | DBusError::NotFound(m)
+            | DBusError::Busy(m)
+            | DBusError::Conflict(m)
+            | DBusError::NotSupported(m)
+            | DBusError::DockerUnavailable(m)
+            | DBusError::Cancelled(m)
+            | DBusError::Failed(m) => m.clone(),
+        }
+    }
+
+    /// Rebuilds an error from its D-Bus name and message (e.g. a job's ErrorName and Message).
+    /// Names outside the service's namespace become `Failed`.
+    pub fn from_name(name: &str, message: String) -> DBusError {
+        let short = name
+            .strip_prefix(crate::names::ERROR_PREFIX)
+            .and_then(|s| s.strip_prefix('.'))
+            .unwrap_or("");
+        match short {
+            "NotAuthorized" => DBusError::NotAuthorized(message),
+            "InvalidArgs" => DBusError::InvalidArgs(message),
+            "NotFound" => DBusError::NotFound(message),
+            "Busy" => DBusError::Busy(message),
+            "Conflict" => DBusError::Conflict(message),
+            "NotSupported" => DBusError::NotSupported(message),
+            "DockerUnavailable" => DBusError::DockerUnavailable(message),
+            "Cancelled" => DBusError::Cancelled(message),
+            _ => DBusError::Failed(message),
+        }
+    }
+}
+
+impl From<zbus::fdo::Error> for DBusError {
+    fn from(e: zbus::fdo::Error) -> Self {
+        DBusError::ZBus(zbus::Error::FDO(Box::new(e)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        let all = [
+            DBusError::NotAuthorized("m".into()),
+            DBusError::InvalidArgs("m".into()),
+            DBusError::NotFound("m".into()),
+            DBusError::Busy("m".into()),
+            DBusError::Conflict("m".into()),
+            DBusError::NotSupported("m".into()),
+            DBusError::DockerUnavailable("m".into()),
+            DBusError::Cancelled("m".into()),
+            DBusError::Failed("m".into()),
+        ];
+        for e in all {
+            let name = e.dbus_name();
+            assert!(name.starts_with("org.pibuilder.PiBuilder1.Error."));
+            assert_eq!(DBusError::from_name(&name, "m".into()), e);
+            assert_eq!(zbus::DBusError::name(&e).as_str(), name);
+        }
+        assert_eq!(
+            DBusError::from_name("org.example.Other", "x".into()),
+            DBusError::Failed("x".into())
+        );
+    }
+}
