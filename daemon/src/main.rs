@@ -1,1 +1,48 @@
-fn main() {}
+//! pib-daemon: pi-builder's privileged system service, started by D-Bus activation.
+
+mod auth;
+mod binfmt;
+mod bus;
+mod config;
+mod docker;
+mod idle;
+mod jobs;
+mod logging;
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+/// pi-builder's system service. Normally started by D-Bus activation, not by hand.
+#[derive(Parser)]
+#[command(version, about)]
+struct Args {
+    /// Configuration file.
+    #[arg(long, default_value = config::DEFAULT_PATH)]
+    config: PathBuf,
+    /// Append logs to this file instead of the journal or stderr (for setups where the bus
+    /// launches the daemon with no journal and stderr discarded).
+    #[arg(long)]
+    log_file: Option<PathBuf>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    logging::init(args.log_file.as_deref())?;
+    let config = match config::Config::load(&args.config) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("{e}");
+            return Err(e.into());
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let result = runtime.block_on(bus::serve(config));
+    if let Err(e) = &result {
+        tracing::error!("{e:#}");
+    }
+    result
+}

@@ -29,6 +29,7 @@ pub mod status {
         pub const FLAGS: &str = "flags";
         pub const ENABLED: &str = "enabled";
         pub const USABLE: &str = "usable";
+        pub const FOREIGN: &str = "foreign";
     }
 }
 

@@ -1,1 +1,318 @@
+//! Test harness for pi-builder's integration tests.
+//!
+//! The tests talk to the real system bus, the real polkitd and the daemon activated from the
+//! development activation file that `make dev-up` installs. Nothing here mocks those: when the
+//! environment is missing, tests fail with a message that says to run `make dev-up`.
+//!
+//! Unprivileged callers are real Unix users created on demand; their calls run as separate
+//! processes (`setpriv`), because the bus identifies callers by the credentials of their socket.
 
+pub mod elf;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use pib_dbus_interfaces::proxy::{JobProxy, ManagerProxy};
+use zbus::Connection;
+
+/// A connection to the system bus as the test process (root).
+pub async fn system_bus() -> Connection {
+    Connection::system()
+        .await
+        .expect("no system bus: run `make dev-up` (it starts dbus-daemon, polkitd, dockerd)")
+}
+
+pub async fn manager(conn: &Connection) -> ManagerProxy<'static> {
+    ManagerProxy::new(conn).await.expect("manager proxy")
+}
+
+pub async fn job(conn: &Connection, path: &str) -> JobProxy<'static> {
+    JobProxy::builder(conn)
+        .path(path.to_owned())
+        .build()
+        .await
+        .expect("job proxy")
+}
+
+/// The final state of a job.
+#[derive(Debug, Clone)]
+pub struct JobEnd {
+    pub state: String,
+    pub message: String,
+    pub error_name: String,
+}
+
+/// Polls a job until it leaves "running" (polling, rather than waiting for signals, also
+/// proves that a late reader sees the final state in the properties).
+pub async fn wait_job(conn: &Connection, path: &str) -> JobEnd {
+    let job = job(conn, path).await;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let state = job.state().await.expect("job state");
+        if state != "running" {
+            return JobEnd {
+                state,
+                message: job.message().await.expect("message"),
+                error_name: job.error_name().await.expect("error name"),
+            };
+        }
+        assert!(
+            Instant::now() < deadline,
+            "job {path} still running after 120 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The repository's root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("repo root")
+        .to_owned()
+}
+
+/// The built binaries (`make test` builds them before running the tests).
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target"))
+        .join("debug")
+}
+
+/// A copy of `pib-client` that every user can run (the checkout may live under a home
+/// directory other users cannot enter).
+pub fn client_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let src = target_dir().join("pib-client");
+        assert!(
+            src.exists(),
+            "{} missing: run `make test` (it builds first)",
+            src.display()
+        );
+        let dir = PathBuf::from(format!("/tmp/pib-tests-bin-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("bin dir");
+        set_mode(&dir, 0o755);
+        let dst = dir.join("pib-client");
+        std::fs::copy(&src, &dst).expect("copy client");
+        set_mode(&dst, 0o755);
+        dst
+    })
+}
+
+fn set_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+}
+
+/// A Unix user for tests, created if missing.
+#[derive(Debug, Clone)]
+pub struct TestUser {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl TestUser {
+    pub fn ensure(name: &str) -> TestUser {
+        if !Command::new("id")
+            .arg("-u")
+            .arg(name)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("id")
+            .success()
+        {
+            let status = Command::new("useradd")
+                .args(["--no-create-home", "--shell", "/usr/sbin/nologin", name])
+                .status()
+                .expect("useradd");
+            // Parallel tests may race to create the same user.
+            assert!(
+                status.success() || user_id(name, "-u").is_some(),
+                "useradd {name} failed"
+            );
+        }
+        TestUser {
+            name: name.to_owned(),
+            uid: user_id(name, "-u").expect("uid"),
+            gid: user_id(name, "-g").expect("gid"),
+        }
+    }
+
+    /// A command that runs `program` as this user, with a clean environment.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut cmd = Command::new("setpriv");
+        cmd.arg(format!("--reuid={}", self.uid))
+            .arg(format!("--regid={}", self.gid))
+            .arg("--clear-groups")
+            .arg("--")
+            .arg(program)
+            .env_clear()
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .env("LANG", "C.UTF-8")
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Runs pib-client as this user.
+    pub fn client(&self, args: &[&str]) -> Output {
+        self.command(client_bin())
+            .args(args)
+            .output()
+            .expect("run pib-client")
+    }
+
+    /// Runs busctl on the system bus as this user.
+    pub fn busctl(&self, args: &[&str]) -> Output {
+        self.command("busctl")
+            .arg("--system")
+            .args(args)
+            .output()
+            .expect("run busctl")
+    }
+}
+
+fn user_id(name: &str, flag: &str) -> Option<u32> {
+    let out = Command::new("id").arg(flag).arg(name).output().ok()?;
+    String::from_utf8(out.stdout).ok()?.trim().parse().ok()
+}
+
+/// Runs pib-client as root (the test process).
+pub fn client_as_root(args: &[&str]) -> Output {
+    Command::new(client_bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run pib-client")
+}
+
+/// A polkit .rules file that exists while this value lives.
+pub struct PolkitRule {
+    path: PathBuf,
+}
+
+impl PolkitRule {
+    /// Grants `action` to `user` (polkitd reloads rules when the directory changes).
+    pub fn grant(tag: &str, user: &str, action: &str) -> PolkitRule {
+        let body = format!(
+            "// pi-builder integration test ({tag})\n\
+             polkit.addRule(function(action, subject) {{\n\
+             \x20   if (action.id == \"{action}\" && subject.user == \"{user}\") {{\n\
+             \x20       return polkit.Result.YES;\n\
+             \x20   }}\n\
+             }});\n"
+        );
+        Self::write(tag, &body)
+    }
+
+    /// Refuses every pi-builder action to `user`.
+    pub fn deny_all(tag: &str, user: &str) -> PolkitRule {
+        let body = format!(
+            "// pi-builder integration test ({tag})\n\
+             polkit.addRule(function(action, subject) {{\n\
+             \x20   if (action.id.indexOf(\"org.pibuilder.\") == 0 && subject.user == \"{user}\") {{\n\
+             \x20       return polkit.Result.NO;\n\
+             \x20   }}\n\
+             }});\n"
+        );
+        Self::write(tag, &body)
+    }
+
+    fn write(tag: &str, body: &str) -> PolkitRule {
+        let dir = Path::new("/etc/polkit-1/rules.d");
+        std::fs::create_dir_all(dir).expect("rules dir");
+        let path = dir.join(format!("10-pibtest-{tag}.rules"));
+        let tmp = dir.join(format!(".10-pibtest-{tag}.tmp"));
+        std::fs::write(&tmp, body).expect("write rule");
+        std::fs::rename(&tmp, &path).expect("install rule");
+        PolkitRule { path }
+    }
+}
+
+impl Drop for PolkitRule {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Retries `check` until it returns true or `timeout` passes (polkitd picks up rule changes
+/// asynchronously).
+pub fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Output as text, for assertion messages.
+pub fn text(out: &Output) -> String {
+    format!(
+        "status {:?}\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// The JSON object that `pib-client --json` printed last on stdout.
+pub fn last_json(out: &Output) -> serde_json::Value {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| l.trim_start().starts_with('{'))
+        .unwrap_or_else(|| panic!("no JSON in output:\n{}", text(out)));
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("bad JSON {line:?}: {e}"))
+}
+
+/// The process id of the current owner of the service's bus name, if any.
+pub async fn daemon_pid(conn: &Connection) -> Option<u32> {
+    let dbus = zbus::fdo::DBusProxy::new(conn).await.ok()?;
+    let name = zbus::names::BusName::try_from(pib_dbus_interfaces::names::BUS_NAME).ok()?;
+    dbus.get_connection_unix_process_id(name).await.ok()
+}
+
+/// A copy of the test caller (see `bin/pib-test-call.rs`) that every user can run.
+pub fn test_call_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        // Built by cargo alongside this package's integration tests.
+        let src = target_dir().join("pib-test-call");
+        let dst = client_bin().with_file_name("pib-test-call");
+        std::fs::copy(&src, &dst).unwrap_or_else(|e| panic!("copy {}: {e}", src.display()));
+        set_mode(&dst, 0o755);
+        dst
+    })
+}
+
+impl TestUser {
+    /// Makes one raw call as this user; returns the JSON outcome (`{"ok": …}` or
+    /// `{"error": NAME, "message": …}`).
+    pub fn call(&self, args: &[&str]) -> serde_json::Value {
+        let out = self
+            .command(test_call_bin())
+            .args(args)
+            .output()
+            .expect("run pib-test-call");
+        last_json(&out)
+    }
+}
+
+/// The error name in a `pib-test-call` outcome, or "" on success.
+pub fn error_of(outcome: &serde_json::Value) -> &str {
+    outcome["error"].as_str().unwrap_or("")
+}
+
+pub const NOT_AUTHORIZED: &str = "org.pibuilder.PiBuilder1.Error.NotAuthorized";
+pub const INVALID_ARGS: &str = "org.pibuilder.PiBuilder1.Error.InvalidArgs";

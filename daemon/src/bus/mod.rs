@@ -1,0 +1,103 @@
+//! The daemon on the system bus: objects first, then the name (so no call can arrive at a
+//! half-built service), then serve until idle or told to stop.
+
+mod job_object;
+mod manager;
+pub mod options;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use pib_dbus_interfaces::names::{BUS_NAME, MANAGER_PATH};
+use pib_dbus_interfaces::DBusError;
+use tokio::signal::unix::{signal, SignalKind};
+use zbus::fdo::{RequestNameFlags, RequestNameReply};
+use zbus::{Connection, OwnedVariant, Variant};
+
+use crate::auth::Authorizer;
+use crate::config::Config;
+use crate::idle::{wait_until_idle, Activity};
+use crate::jobs::JobRegistry;
+
+/// Everything the bus objects share.
+pub struct Daemon {
+    pub config: Config,
+    pub conn: Connection,
+    pub auth: Authorizer,
+    pub jobs: JobRegistry,
+    pub activity: Activity,
+    /// binfmt_misc is one global kernel table: one job changes it at a time.
+    pub binfmt_lock: tokio::sync::Mutex<()>,
+}
+
+/// How long a stopping daemon waits for cancelled jobs to clean up.
+const STOP_GRACE: Duration = Duration::from_secs(30);
+
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let conn = zbus::connection::Builder::system().build().await?;
+    let activity = Activity::new();
+    let auth = Authorizer::new(
+        &conn,
+        Duration::from_secs(config.auth_timeout_secs),
+        Duration::from_secs(config.interactive_auth_timeout_secs),
+    )
+    .await?;
+    let ctx = Arc::new(Daemon {
+        jobs: JobRegistry::new(activity.clone()),
+        activity: activity.clone(),
+        auth,
+        conn: conn.clone(),
+        config,
+        binfmt_lock: tokio::sync::Mutex::new(()),
+    });
+    conn.object_server()
+        .at(MANAGER_PATH, manager::Manager::new(ctx.clone()))
+        .await?;
+
+    match conn
+        .request_name_with_flags(BUS_NAME, RequestNameFlags::DO_NOT_QUEUE)
+        .await?
+    {
+        RequestNameReply::PrimaryOwner | RequestNameReply::AlreadyOwner => {}
+        other => anyhow::bail!("cannot own {BUS_NAME} ({other:?}): another pib-daemon runs"),
+    }
+    tracing::info!(
+        "pib-daemon {} serving {BUS_NAME}",
+        env!("CARGO_PKG_VERSION")
+    );
+
+    let idle = async {
+        match ctx.config.idle_timeout() {
+            Some(t) => wait_until_idle(&activity, t, || ctx.jobs.running() > 0).await,
+            None => std::future::pending().await,
+        }
+    };
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let stopping = tokio::select! {
+        _ = idle => { tracing::info!("idle, exiting"); false }
+        _ = term.recv() => { tracing::info!("SIGTERM, exiting"); true }
+        _ = int.recv() => { tracing::info!("SIGINT, exiting"); true }
+    };
+
+    // Give the name up first: from here on the bus starts a fresh instance for new callers,
+    // while calls already addressed to us are still answered.
+    if let Err(e) = conn.release_name(BUS_NAME).await {
+        tracing::warn!("cannot release {BUS_NAME}: {e}");
+    }
+    if stopping {
+        ctx.jobs.cancel_all();
+    }
+    let deadline = tokio::time::Instant::now() + STOP_GRACE;
+    while ctx.jobs.running() > 0 && (!stopping || tokio::time::Instant::now() < deadline) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Let replies and final signals of the last calls leave the socket.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    Ok(())
+}
+
+/// Wraps a value for an `a{sv}` reply.
+fn variant<'a>(value: impl Into<Variant<'a>>) -> Result<OwnedVariant, DBusError> {
+    OwnedVariant::try_from(value.into()).map_err(|e| DBusError::Failed(e.to_string()))
+}

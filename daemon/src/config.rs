@@ -1,0 +1,139 @@
+//! The daemon's configuration, `/etc/pi-builder/daemon.toml` by default.
+//!
+//! A missing file means defaults. An unreadable or malformed file, or an unknown key, stops the
+//! daemon: silently ignoring a typo in a root service's settings is worse than not starting.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+pub const DEFAULT_PATH: &str = "/etc/pi-builder/daemon.toml";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid configuration in {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Exit after this many seconds without calls while no job runs; 0 = never.
+    pub idle_timeout_secs: u64,
+    /// How long finished jobs stay on the bus.
+    pub job_retention_secs: u64,
+    /// Upper bound on a polkit decision that may prompt the user for a password.
+    pub interactive_auth_timeout_secs: u64,
+    /// Upper bound on a polkit decision that may not prompt.
+    pub auth_timeout_secs: u64,
+    pub docker_socket: PathBuf,
+    pub state_dir: PathBuf,
+    pub binfmt: BinfmtConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct BinfmtConfig {
+    /// The binfmt_misc mount point.
+    pub dir: PathBuf,
+    /// Interpreter for 32-bit ARM; must be one of the packaged qemu paths.
+    pub arm_interpreter: Option<PathBuf>,
+    /// Interpreter for aarch64; must be one of the packaged qemu paths.
+    pub aarch64_interpreter: Option<PathBuf>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            idle_timeout_secs: 120,
+            job_retention_secs: 600,
+            interactive_auth_timeout_secs: 300,
+            auth_timeout_secs: 25,
+            docker_socket: PathBuf::from("/var/run/docker.sock"),
+            state_dir: PathBuf::from("/var/lib/pi-builder"),
+            binfmt: BinfmtConfig::default(),
+        }
+    }
+}
+
+impl Default for BinfmtConfig {
+    fn default() -> Self {
+        BinfmtConfig {
+            dir: PathBuf::from(crate::binfmt::BINFMT_MISC_DIR),
+            arm_interpreter: None,
+            aarch64_interpreter: None,
+        }
+    }
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Config::parse(path, &text),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Config::default()),
+            Err(source) => Err(ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            }),
+        }
+    }
+
+    fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        toml::from_str(text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source: Box::new(source),
+        })
+    }
+
+    pub fn idle_timeout(&self) -> Option<Duration> {
+        (self.idle_timeout_secs > 0).then(|| Duration::from_secs(self.idle_timeout_secs))
+    }
+
+    pub fn job_retention(&self) -> Duration {
+        Duration::from_secs(self.job_retention_secs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_file_gives_defaults() {
+        let cfg = Config::load(Path::new("/nonexistent/pi-builder/daemon.toml")).unwrap();
+        assert_eq!(cfg, Config::default());
+        assert_eq!(cfg.idle_timeout(), Some(Duration::from_secs(120)));
+    }
+
+    #[test]
+    fn partial_file_keeps_other_defaults() {
+        let cfg = Config::parse(
+            Path::new("t"),
+            "idle_timeout_secs = 0\n[binfmt]\naarch64_interpreter = \"/usr/bin/qemu-aarch64-static\"\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.idle_timeout(), None);
+        assert_eq!(cfg.job_retention_secs, 600);
+        assert_eq!(
+            cfg.binfmt.aarch64_interpreter.as_deref(),
+            Some(Path::new("/usr/bin/qemu-aarch64-static"))
+        );
+    }
+
+    #[test]
+    fn unknown_key_is_an_error() {
+        let err = Config::parse(Path::new("t"), "idle_timeout = 5\n").unwrap_err();
+        assert!(err.to_string().contains("idle_timeout"), "{err}");
+        let err = Config::parse(Path::new("t"), "idle_timeout_secs = \"five\"\n").unwrap_err();
+        assert!(matches!(err, ConfigError::Parse { .. }));
+    }
+}

@@ -1,0 +1,144 @@
+//! pib-test-call: makes one D-Bus call to pi-builder and prints the outcome as one JSON line.
+//!
+//! The integration tests run it as unprivileged users (the bus identifies callers by their
+//! socket's credentials, so such calls need a process of their own). Unlike pib-client it
+//! exposes the raw contract: exact error names, fd passing, the interactive flag.
+//!
+//!   pib-test-call [--interactive] status | list-jobs | register [ARCH] | unregister [ARCH]
+//!                 | cancel PATH | attach-log PATH | register-option KEY STRING
+
+use std::collections::HashMap;
+use std::io::Read;
+
+use pib_dbus_interfaces::proxy::{JobProxy, ManagerProxy};
+use pib_dbus_interfaces::DBusError;
+use serde_json::{json, Value};
+use zbus::proxy::MethodFlags;
+use zbus::{OwnedObjectPath, Variant};
+
+fn error_json(e: &DBusError) -> Value {
+    let name = match e {
+        DBusError::ZBus(zbus::Error::MethodError(name, _, _)) => name.to_string(),
+        DBusError::ZBus(zbus::Error::FDO(fdo)) => zbus::DBusError::name(&**fdo).to_string(),
+        DBusError::ZBus(other) => format!("zbus:{other}"),
+        e => e.dbus_name(),
+    };
+    json!({"error": name, "message": e.message()})
+}
+
+async fn run(args: &[String]) -> Result<Value, DBusError> {
+    let conn = zbus::Connection::system().await?;
+    let (interactive, args) = match args.first().map(String::as_str) {
+        Some("--interactive") => (true, &args[1..]),
+        _ => (false, args),
+    };
+    let flags = if interactive {
+        MethodFlags::ALLOW_INTERACTIVE_AUTH
+    } else {
+        MethodFlags::empty()
+    };
+    let manager = ManagerProxy::new(&conn).await?;
+    let job = |path: &str| {
+        let path = path.to_owned();
+        let conn = conn.clone();
+        async move {
+            JobProxy::builder(&conn)
+                .path(path)
+                .build()
+                .await
+                .map_err(DBusError::from)
+        }
+    };
+    let call_path = |method: &'static str, options: HashMap<&'static str, Variant<'static>>| {
+        let m = manager.inner().clone();
+        async move {
+            let reply: Option<OwnedObjectPath> = m
+                .call_with_flags(method, flags, &(options,))
+                .await
+                .map_err(DBusError::from)?;
+            Ok::<Value, DBusError>(json!({"ok": reply.map(|p| p.to_string())}))
+        }
+    };
+    let arch_opts = |arch: Option<&String>| {
+        let mut o = HashMap::new();
+        if let Some(a) = arch {
+            o.insert("arch", Variant::from(a.clone()));
+        }
+        o
+    };
+    match args.first().map(String::as_str) {
+        Some("status") => {
+            let s = manager.get_status().await?;
+            Ok(json!({"ok": s.len()}))
+        }
+        Some("list-jobs") => {
+            let jobs = manager.list_jobs().await?;
+            Ok(json!({"ok": jobs.iter().map(|p| p.to_string()).collect::<Vec<_>>()}))
+        }
+        Some("register") => call_path("RegisterBinfmt", arch_opts(args.get(1))).await,
+        Some("unregister") => call_path("UnregisterBinfmt", arch_opts(args.get(1))).await,
+        Some("register-option") if args.len() == 3 => {
+            let mut o = HashMap::new();
+            o.insert("arch", Variant::from(args[2].clone()));
+            let key: &'static str = Box::leak(args[1].clone().into_boxed_str());
+            let value = o.remove("arch").unwrap();
+            call_path("RegisterBinfmt", HashMap::from([(key, value)])).await
+        }
+        Some("cancel") if args.len() == 2 => {
+            let j = job(&args[1]).await?;
+            let _: () = j
+                .inner()
+                .call_with_flags("Cancel", flags, &())
+                .await
+                .map_err(DBusError::from)?
+                .unwrap_or(());
+            Ok(json!({"ok": true}))
+        }
+        Some("attach-log") if args.len() == 2 => {
+            let j = job(&args[1]).await?;
+            let (r, w) = rustix_pipe()?;
+            j.attach_log(zbus::Fd::from(&w)).await?;
+            drop(w);
+            let text = tokio::task::spawn_blocking(move || {
+                let mut s = String::new();
+                std::fs::File::from(r).read_to_string(&mut s).map(|_| s)
+            })
+            .await
+            .map_err(|e| DBusError::Failed(e.to_string()))?
+            .map_err(|e| DBusError::Failed(e.to_string()))?;
+            Ok(json!({"ok": text}))
+        }
+        _ => Err(DBusError::InvalidArgs(format!(
+            "usage: see source; got {args:?}"
+        ))),
+    }
+}
+
+fn rustix_pipe() -> Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd), DBusError> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills both descriptors on success; we take ownership right away.
+    let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) };
+    if rc != 0 {
+        return Err(DBusError::Failed(
+            std::io::Error::last_os_error().to_string(),
+        ));
+    }
+    use std::os::fd::FromRawFd;
+    // SAFETY: both fds were just created by pipe2 and are owned by nobody else.
+    Ok(unsafe {
+        (
+            std::os::fd::OwnedFd::from_raw_fd(fds[0]),
+            std::os::fd::OwnedFd::from_raw_fd(fds[1]),
+        )
+    })
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let out = match run(&args).await {
+        Ok(v) => v,
+        Err(e) => error_json(&e),
+    };
+    println!("{out}");
+}
