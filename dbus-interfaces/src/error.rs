@@ -48,9 +48,15 @@ impl DBusError {
         }
     }
 
-    /// The full D-Bus error name, e.g. `org.pibuilder.PiBuilder1.Error.NotAuthorized`.
+    /// The full D-Bus error name, e.g. `org.pibuilder.PiBuilder1.Error.NotAuthorized`; for a
+    /// transport error, the name the bus or peer replied with (e.g.
+    /// `org.freedesktop.DBus.Error.ServiceUnknown`), when there is one.
     pub fn dbus_name(&self) -> String {
-        format!("{}.{}", crate::names::ERROR_PREFIX, self.short_name())
+        match self {
+            DBusError::ZBus(zbus::Error::MethodError(name, _, _)) => name.to_string(),
+            DBusError::ZBus(zbus::Error::FDO(e)) => zbus::DBusError::name(&**e).to_string(),
+            _ => format!("{}.{}", crate::names::ERROR_PREFIX, self.short_name()),
+        }
     }
 
     /// The message carried by the error.
@@ -122,6 +128,11 @@ mod tests {
         assert_eq!(
             DBusError::from_name("org.example.Other", "x".into()),
             DBusError::Failed("x".into())
+        );
+        let unknown = DBusError::from(zbus::fdo::Error::ServiceUnknown("gone".into()));
+        assert_eq!(
+            unknown.dbus_name(),
+            "org.freedesktop.DBus.Error.ServiceUnknown"
         );
     }
 }
