@@ -72,7 +72,7 @@ fn unknown_jobs_and_bad_arguments_are_clear_errors() {
     let out = client_as_root(&["binfmt", "register", "--arch", "sparc"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
 
-    let out = client_as_root(&["build"]);
+    let out = client_as_root(&["flash"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not implemented yet"));
 }

@@ -74,3 +74,76 @@ pub static ATTACH_LOG: Attempt = Attempt {
     may_prompt: true,
     on_job: true,
 };
+
+pub static LIST_BASES: Attempt = Attempt {
+    method: "ListBases",
+    doing: "list the bases",
+    action: actions::INSPECT,
+    may_prompt: false,
+    on_job: false,
+};
+
+pub static FETCH_BASE: Attempt = Attempt {
+    method: "FetchBase",
+    doing: "fetch a base",
+    action: actions::BUILD,
+    may_prompt: true,
+    on_job: false,
+};
+
+pub static IMPORT_BASE: Attempt = Attempt {
+    method: "ImportBase",
+    doing: "import a base",
+    action: actions::BUILD,
+    may_prompt: true,
+    on_job: false,
+};
+
+pub static BUILD: Attempt = Attempt {
+    method: "Build",
+    doing: "build an image",
+    action: actions::BUILD,
+    may_prompt: true,
+    on_job: false,
+};
+
+pub static LIST_IMAGES: Attempt = Attempt {
+    method: "ListImages",
+    doing: "list the images",
+    action: actions::INSPECT,
+    may_prompt: false,
+    on_job: false,
+};
+
+pub static REMOVE_IMAGE: Attempt = Attempt {
+    method: "RemoveImage",
+    doing: "remove this image",
+    action: actions::BUILD,
+    may_prompt: true,
+    on_job: false,
+};
+
+pub static CLEAN: Attempt = Attempt {
+    method: "Clean",
+    doing: "clean up",
+    action: actions::BUILD,
+    may_prompt: true,
+    on_job: false,
+};
+
+pub static SHELL: Attempt = Attempt {
+    method: "Shell",
+    doing: "run a shell in this image",
+    action: actions::BUILD,
+    may_prompt: true,
+    on_job: false,
+};
+
+/// Clean with --all-users or --bases: what is missing then is usually the stronger action.
+pub static CLEAN_SHARED: Attempt = Attempt {
+    method: "Clean",
+    doing: "clean up other users' images or the shared bases",
+    action: actions::MANAGE,
+    may_prompt: true,
+    on_job: false,
+};

@@ -1,8 +1,10 @@
 //! The command line: every subcommand and flag the client accepts.
 
+use std::path::PathBuf;
+
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use clap_complete::Shell;
-use pib_dbus_interfaces::types::Arch;
+use pib_dbus_interfaces::types::{Arch, Board, Distro};
 
 use crate::job::JobRef;
 
@@ -51,10 +53,12 @@ pub enum Command {
         shell: Shell,
     },
 
-    /// Download and import a base root filesystem [not implemented yet]
-    Base(Planned),
-    /// Build an OS from stages [not implemented yet]
-    Build(Planned),
+    /// List, fetch or import the base root filesystems that builds start from
+    #[command(subcommand)]
+    Base(BaseCommand),
+    /// Build an OS image from stages, as pib.toml and the flags describe it
+    #[command(after_long_help = BUILD_HELP)]
+    Build(Box<BuildArgs>),
     /// Turn a build into a bootable SD-card image [not implemented yet]
     Image(Planned),
     /// Write an image to SD cards and verify it [not implemented yet]
@@ -65,14 +69,19 @@ pub enum Command {
     Install(Planned),
     /// List the removable devices that can be written [not implemented yet]
     Devices(Planned),
-    /// Open a shell in a built system [not implemented yet]
-    Shell(Planned),
-    /// List built images [not implemented yet]
-    Images(Planned),
-    /// Remove built images [not implemented yet]
-    Rm(Planned),
-    /// Remove build leftovers and cached data [not implemented yet]
-    Clean(Planned),
+    /// Run a command, or an interactive shell, in a throwaway container of a built image
+    #[command(after_long_help = SHELL_HELP)]
+    Shell(ShellArgs),
+    /// List the built images you may see
+    Images,
+    /// Remove a built image
+    Rm {
+        /// The image's name, as `pib-client images` lists it
+        #[arg(value_name = "NAME")]
+        name: String,
+    },
+    /// Remove your built images and dangling build layers
+    Clean(CleanArgs),
     /// Find Raspberry Pi devices on the local network [not implemented yet]
     Scan(Planned),
 }
@@ -121,23 +130,238 @@ impl From<ArchArg> for Arch {
     }
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DistroArg {
+    /// Arch Linux ARM
+    Arch,
+    /// Debian (the base of Raspberry Pi OS)
+    Debian,
+}
+
+impl From<DistroArg> for Distro {
+    fn from(d: DistroArg) -> Distro {
+        match d {
+            DistroArg::Arch => Distro::Arch,
+            DistroArg::Debian => Distro::Debian,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BoardArg {
+    Rpi2,
+    Rpi3,
+    Rpi4,
+    Rpi5,
+    Zero2w,
+}
+
+impl From<BoardArg> for Board {
+    fn from(b: BoardArg) -> Board {
+        match b {
+            BoardArg::Rpi2 => Board::Rpi2,
+            BoardArg::Rpi3 => Board::Rpi3,
+            BoardArg::Rpi4 => Board::Rpi4,
+            BoardArg::Rpi5 => Board::Rpi5,
+            BoardArg::Zero2w => Board::Zero2w,
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BaseCommand {
+    /// List the imported bases
+    List,
+    /// Download (Arch Linux ARM) or bootstrap (Debian) a base, unless it is cached
+    Fetch(FetchArgs),
+    /// Import a root filesystem tarball (plain, gzip, xz or zstd) as a base
+    Import(ImportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct FetchArgs {
+    #[arg(long, value_enum)]
+    pub distro: DistroArg,
+    #[arg(long, value_enum)]
+    pub arch: ArchArg,
+    /// The board (Arch Linux ARM needs it to pick the tarball)
+    #[arg(long, value_enum)]
+    pub board: Option<BoardArg>,
+    /// Debian suite [default: the daemon's configuration]
+    #[arg(long, value_name = "SUITE")]
+    pub suite: Option<String>,
+    /// Check the source for a newer base even when one is cached
+    #[arg(long)]
+    pub refresh: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The tarball; opened by pib-client with your rights and handed over, `-` for stdin
+    #[arg(value_name = "TARBALL")]
+    pub tarball: PathBuf,
+    #[arg(long, value_enum)]
+    pub distro: DistroArg,
+    #[arg(long, value_enum)]
+    pub arch: ArchArg,
+    #[arg(long, value_enum)]
+    pub board: Option<BoardArg>,
+}
+
+const BUILD_HELP: &str = "\
+Settings come from the project file (pib.toml in the current directory, or -c FILE), then the
+flags, which override it. The file takes the keys name, distro, board, arch, stages (array),
+stage_dirs (array), hostname, locale, timezone, mirror, set (table of KEY = \"VALUE\") and
+base_file; any other key is an error. Relative paths in the file are taken from the file's
+directory, relative paths on the command line from the current directory. --stages-dir replaces
+the file's stage_dirs; --set adds to the file's set, overriding equal keys.
+
+Defaults: distro debian, board rpi4, arch aarch64, stages \"__init__ os __cleanup__\", name
+DISTRO-BOARD-ARCH. Hostname, locale, timezone and mirror are left to the stages' own defaults
+unless given. Stages are looked up in the stage dirs in order, then among the bundled ones.";
+
+/// Everything `build` takes; every setting is optional here because pib.toml may give it.
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// The project file [default: ./pib.toml, when it exists]
+    #[arg(short = 'c', long = "config", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The base family [default: debian]
+    #[arg(long, value_enum)]
+    pub distro: Option<DistroArg>,
+    /// The board the image is for [default: rpi4]
+    #[arg(long, value_enum)]
+    pub board: Option<BoardArg>,
+    /// The machine: 32-bit arm or 64-bit aarch64 [default: aarch64]
+    #[arg(long, value_enum)]
+    pub arch: Option<ArchArg>,
+    /// Stage names in order, separated by spaces or commas [default: "__init__ os __cleanup__"]
+    #[arg(long, value_name = "STAGES")]
+    pub stages: Option<String>,
+    /// A directory of your own stages, searched before the bundled ones; repeatable
+    #[arg(long = "stages-dir", value_name = "DIR")]
+    pub stages_dir: Vec<PathBuf>,
+    /// The system's host name
+    #[arg(long, value_name = "HOSTNAME")]
+    pub hostname: Option<String>,
+    /// e.g. en_US.UTF-8
+    #[arg(long, value_name = "LOCALE")]
+    pub locale: Option<String>,
+    /// e.g. Europe/Berlin
+    #[arg(long, value_name = "TZ")]
+    pub timezone: Option<String>,
+    /// The package mirror the stages use (build arg REPO_URL)
+    #[arg(long, value_name = "URL")]
+    pub mirror: Option<String>,
+    /// A further build arg for the stages (each must be declared by a chosen stage); repeatable
+    #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_set)]
+    pub set: Vec<(String, String)>,
+    /// A root filesystem tarball to import and build from, instead of the cached base
+    #[arg(long, value_name = "TARBALL", conflicts_with = "base")]
+    pub base_file: Option<PathBuf>,
+    /// The base to build from, by name (see `pib-client base list`) [default: the one for
+    /// distro, board and arch]
+    #[arg(long, value_name = "NAME")]
+    pub base: Option<String>,
+    /// Rebuild every step instead of reusing Docker's cache
+    #[arg(long)]
+    pub no_cache: bool,
+    /// The image's name [default: DISTRO-BOARD-ARCH]
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+}
+
+/// `KEY=VALUE`, with KEY a build-arg name. The options that have flags of their own cannot be
+/// set this way: two spellings of one setting would need a rule for which one wins.
+pub fn parse_set(s: &str) -> Result<(String, String), String> {
+    let Some((key, value)) = s.split_once('=') else {
+        return Err(format!("{s:?} is not KEY=VALUE"));
+    };
+    check_arg_name(key)?;
+    Ok((key.to_owned(), value.to_owned()))
+}
+
+/// The build args that have options of their own, with the flag that sets each.
+pub const RESERVED_ARGS: &[(&str, &str)] = &[
+    ("BOARD", "--board"),
+    ("ARCH", "--arch"),
+    ("DISTRO", "--distro"),
+    ("HOSTNAME", "--hostname"),
+    ("LOCALE", "--locale"),
+    ("TIMEZONE", "--timezone"),
+    ("REPO_URL", "--mirror"),
+];
+
+/// Docker's grammar for ARG names, which is also what a shell accepts as a variable name.
+pub fn check_arg_name(key: &str) -> Result<(), String> {
+    if key.is_empty() {
+        return Err("the KEY of KEY=VALUE is empty".to_owned());
+    }
+    let mut chars = key.chars();
+    let first_ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+    if !first_ok || !chars.all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Err(format!(
+            "{key:?} is not a build-arg name: use letters, digits and '_', not starting with a \
+             digit"
+        ));
+    }
+    if let Some((_, flag)) = RESERVED_ARGS.iter().find(|(k, _)| *k == key) {
+        return Err(format!("{key} has an option of its own: use {flag}"));
+    }
+    Ok(())
+}
+
+const SHELL_HELP: &str = "\
+Without COMMAND, an interactive shell: when stdin and stdout are a terminal, it is put in raw
+mode and handed to the container (Ctrl-C then goes to the container, as with ssh). With
+COMMAND, stdin, stdout and stderr are handed over as they are, without a terminal unless -t is
+given. Ctrl-C without a terminal cancels the job, which removes the container.
+
+The exit status is the command's; pib-client's own failures exit 1 (2 for usage, 3 when not
+allowed, 130 when cancelled), which a command may also use.";
+
+#[derive(Debug, Args)]
+pub struct ShellArgs {
+    /// The built image, as `pib-client images` lists it
+    #[arg(value_name = "NAME")]
+    pub name: String,
+    /// Give COMMAND a terminal too (needs stdin and stdout to be one)
+    #[arg(short = 't', long = "tty")]
+    pub tty: bool,
+    /// The command to run and its arguments, after `--`
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CleanArgs {
+    /// Everyone's images, not only yours (needs org.pibuilder.manage)
+    #[arg(long)]
+    pub all_users: bool,
+    /// The imported bases too (shared by all users: needs org.pibuilder.manage)
+    #[arg(long)]
+    pub bases: bool,
+}
+
 impl Command {
     /// The name of a command that is not implemented yet, `None` for the working ones.
     pub fn planned_name(&self) -> Option<&'static str> {
         Some(match self {
-            Command::Base(_) => "base",
-            Command::Build(_) => "build",
             Command::Image(_) => "image",
             Command::Flash(_) => "flash",
             Command::Format(_) => "format",
             Command::Install(_) => "install",
             Command::Devices(_) => "devices",
-            Command::Shell(_) => "shell",
-            Command::Images(_) => "images",
-            Command::Rm(_) => "rm",
-            Command::Clean(_) => "clean",
             Command::Scan(_) => "scan",
-            Command::Status
+            Command::Base(_)
+            | Command::Build(_)
+            | Command::Shell(_)
+            | Command::Images
+            | Command::Rm { .. }
+            | Command::Clean(_)
+            | Command::Status
             | Command::Binfmt(_)
             | Command::Jobs
             | Command::Cancel { .. }
@@ -155,9 +379,19 @@ mod tests {
         Cli::try_parse_from(std::iter::once("pib-client").chain(args.iter().copied()))
     }
 
-    const PLANNED: &[&str] = &[
-        "base", "build", "image", "flash", "format", "install", "devices", "shell", "images", "rm",
-        "clean", "scan",
+    const PLANNED: &[&str] = &["image", "flash", "format", "install", "devices", "scan"];
+    const WORKING: &[&str] = &[
+        "status",
+        "binfmt",
+        "jobs",
+        "cancel",
+        "completions",
+        "base",
+        "build",
+        "shell",
+        "images",
+        "rm",
+        "clean",
     ];
 
     #[test]
@@ -169,10 +403,7 @@ mod tests {
     fn every_subcommand_exists() {
         let cmd = Cli::command();
         let names: Vec<&str> = cmd.get_subcommands().map(|c| c.get_name()).collect();
-        for name in ["status", "binfmt", "jobs", "cancel", "completions"]
-            .iter()
-            .chain(PLANNED)
-        {
+        for name in WORKING.iter().chain(PLANNED) {
             assert!(names.contains(name), "missing subcommand {name}");
         }
         for sub in cmd.get_subcommands() {
@@ -227,7 +458,7 @@ mod tests {
         assert!(!cli.json && !cli.no_ask_password && !cli.quiet);
         let cli = parse(&["jobs", "--json"]).unwrap();
         assert!(cli.json);
-        let cli = parse(&["build", "--json"]).unwrap();
+        let cli = parse(&["flash", "--json"]).unwrap();
         assert!(
             cli.json,
             "a known global flag right after a planned command is still a flag"
@@ -267,5 +498,171 @@ mod tests {
             assert!(parse(&["cancel", bad]).is_err(), "{bad}");
         }
         assert!(parse(&["cancel"]).is_err());
+    }
+
+    #[test]
+    fn base_subcommands() {
+        assert!(matches!(
+            parse(&["base", "list"]).unwrap().command,
+            Command::Base(BaseCommand::List)
+        ));
+        let cli = parse(&[
+            "base",
+            "fetch",
+            "--distro",
+            "arch",
+            "--arch",
+            "arm",
+            "--board",
+            "rpi2",
+            "--refresh",
+        ])
+        .unwrap();
+        match cli.command {
+            Command::Base(BaseCommand::Fetch(f)) => {
+                assert_eq!(Distro::from(f.distro), Distro::Arch);
+                assert_eq!(Arch::from(f.arch), Arch::Arm);
+                assert_eq!(f.board.map(Board::from), Some(Board::Rpi2));
+                assert!(f.refresh);
+                assert_eq!(f.suite, None);
+            }
+            other => panic!("{other:?}"),
+        }
+        // distro and arch are required, and only the known words are taken.
+        assert!(parse(&["base", "fetch", "--distro", "debian"]).is_err());
+        assert!(parse(&["base", "fetch", "--distro", "fedora", "--arch", "arm"]).is_err());
+        assert!(
+            parse(&["base", "fetch", "--distro", "arch", "--arch", "arm", "--board", "rpi9"])
+                .is_err()
+        );
+        let cli = parse(&[
+            "base",
+            "import",
+            "root.tar.zst",
+            "--distro",
+            "debian",
+            "--arch",
+            "aarch64",
+        ])
+        .unwrap();
+        match cli.command {
+            Command::Base(BaseCommand::Import(i)) => {
+                assert_eq!(i.tarball, PathBuf::from("root.tar.zst"));
+                assert_eq!(i.board, None);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(parse(&["base", "import", "--distro", "debian", "--arch", "arm"]).is_err());
+        for board in ["rpi2", "rpi3", "rpi4", "rpi5", "zero2w"] {
+            let cli = parse(&[
+                "base", "fetch", "--distro", "arch", "--arch", "arm", "--board", board,
+            ])
+            .unwrap();
+            let Command::Base(BaseCommand::Fetch(f)) = cli.command else {
+                panic!()
+            };
+            assert_eq!(Board::from(f.board.unwrap()).as_str(), board);
+        }
+    }
+
+    #[test]
+    fn build_flags() {
+        let cli = parse(&[
+            "build",
+            "-c",
+            "x/pib.toml",
+            "--distro",
+            "arch",
+            "--stages",
+            "__init__ os __cleanup__",
+            "--stages-dir",
+            "a",
+            "--stages-dir",
+            "b",
+            "--set",
+            "FOO=bar=baz",
+            "--set",
+            "EMPTY=",
+            "--no-cache",
+            "--name",
+            "mine",
+        ])
+        .unwrap();
+        let Command::Build(b) = cli.command else {
+            panic!()
+        };
+        assert_eq!(b.config, Some(PathBuf::from("x/pib.toml")));
+        assert_eq!(b.distro, Some(DistroArg::Arch));
+        assert_eq!(b.board, None);
+        assert_eq!(b.stages_dir, [PathBuf::from("a"), PathBuf::from("b")]);
+        assert_eq!(
+            b.set,
+            [
+                ("FOO".to_owned(), "bar=baz".to_owned()),
+                ("EMPTY".to_owned(), String::new())
+            ]
+        );
+        assert!(b.no_cache);
+        assert_eq!(b.name.as_deref(), Some("mine"));
+        assert!(parse(&["build", "--base-file", "x.tar", "--base", "y"]).is_err());
+        let err = parse(&["build", "--set", "NOEQUALS"]).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation);
+    }
+
+    #[test]
+    fn set_takes_key_value_with_a_build_arg_name() {
+        assert_eq!(parse_set("A=1"), Ok(("A".into(), "1".into())));
+        assert_eq!(parse_set("_x9=a b"), Ok(("_x9".into(), "a b".into())));
+        assert_eq!(parse_set("K=a=b"), Ok(("K".into(), "a=b".into())));
+        assert_eq!(parse_set("K="), Ok(("K".into(), "".into())));
+        for (bad, says) in [
+            ("K", "is not KEY=VALUE"),
+            ("", "is not KEY=VALUE"),
+            ("=v", "empty"),
+            ("9K=v", "not a build-arg name"),
+            ("A-B=v", "not a build-arg name"),
+            ("A B=v", "not a build-arg name"),
+            ("É=v", "not a build-arg name"),
+            ("HOSTNAME=x", "use --hostname"),
+            ("REPO_URL=x", "use --mirror"),
+        ] {
+            let err = parse_set(bad).unwrap_err();
+            assert!(err.contains(says), "{bad:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn shell_takes_its_command_after_a_double_dash() {
+        let cli = parse(&["shell", "img"]).unwrap();
+        let Command::Shell(s) = cli.command else {
+            panic!()
+        };
+        assert_eq!(s.name, "img");
+        assert!(s.command.is_empty() && !s.tty);
+        let cli = parse(&["shell", "-t", "img", "--", "ls", "-l", "--json"]).unwrap();
+        assert!(!cli.json, "everything after -- belongs to the command");
+        let Command::Shell(s) = cli.command else {
+            panic!()
+        };
+        assert!(s.tty);
+        assert_eq!(s.command, ["ls", "-l", "--json"]);
+        assert!(parse(&["shell"]).is_err());
+    }
+
+    #[test]
+    fn images_rm_clean() {
+        assert!(matches!(
+            parse(&["images", "--json"]).unwrap().command,
+            Command::Images
+        ));
+        match parse(&["rm", "debian-rpi4-aarch64"]).unwrap().command {
+            Command::Rm { name } => assert_eq!(name, "debian-rpi4-aarch64"),
+            other => panic!("{other:?}"),
+        }
+        assert!(parse(&["rm"]).is_err());
+        match parse(&["clean", "--all-users", "--bases"]).unwrap().command {
+            Command::Clean(c) => assert!(c.all_users && c.bases),
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -2,12 +2,16 @@
 //! D-Bus error name for scripts and an exit code.
 
 use std::io;
+use std::path::PathBuf;
 
 use pib_dbus_interfaces::{actions, DBusError};
 use zbus::fdo;
 
 use crate::calls::Attempt;
+use crate::context::ContextError;
 use crate::job::JobRef;
+use crate::project::ConfigError;
+use crate::stages::StageError;
 
 /// Exit codes, part of the command-line interface.
 pub mod exit {
@@ -28,6 +32,10 @@ pub mod names {
     pub const DAEMON_VANISHED: &str = "org.pibuilder.Client.Error.DaemonVanished";
     pub const IO: &str = "org.pibuilder.Client.Error.IOError";
     pub const BAD_REPLY: &str = "org.pibuilder.Client.Error.BadReply";
+    /// The project file or the build flags.
+    pub const CONFIG: &str = "org.pibuilder.Client.Error.Config";
+    /// A stage that cannot be found or read.
+    pub const STAGE: &str = "org.pibuilder.Client.Error.Stage";
     /// libdbus's name for "could not connect to the bus".
     pub const NO_SERVER: &str = "org.freedesktop.DBus.Error.NoServer";
     pub const DISCONNECTED: &str = "org.freedesktop.DBus.Error.Disconnected";
@@ -63,6 +71,28 @@ pub enum ClientError {
         #[source]
         source: io::Error,
     },
+    /// A file the user named, which the client opens itself.
+    #[error("cannot {doing} {}: {source}", path.display())]
+    File {
+        doing: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Stages that cannot be found or are not acceptable, found before anything is sent.
+    #[error(transparent)]
+    Stage(StageError),
+    /// The context stream broke while the build ran.
+    #[error(transparent)]
+    Context(ContextError),
+    /// An error of the daemon's, said in terms of what the user named ("No image named x").
+    #[error("{text}")]
+    Reworded {
+        text: String,
+        cause: Box<ClientError>,
+    },
 }
 
 impl ClientError {
@@ -75,6 +105,27 @@ impl ClientError {
 
     pub fn io(context: &'static str) -> impl FnOnce(io::Error) -> ClientError {
         move |source| ClientError::Io { context, source }
+    }
+
+    /// The daemon's error, from the call or from the job it started.
+    pub fn dbus_error(&self) -> Option<&DBusError> {
+        match self {
+            ClientError::Call { error, .. } | ClientError::Job { error, .. } => Some(error),
+            ClientError::Reworded { cause, .. } => cause.dbus_error(),
+            _ => None,
+        }
+    }
+
+    /// Says a NotFound as `text` does, naming what the user asked for; other errors pass.
+    pub fn when_not_found(self, text: impl FnOnce() -> String) -> ClientError {
+        if matches!(self.dbus_error(), Some(DBusError::NotFound(_))) {
+            ClientError::Reworded {
+                text: text(),
+                cause: Box::new(self),
+            }
+        } else {
+            self
+        }
     }
 }
 
@@ -169,6 +220,34 @@ pub fn explain(err: &ClientError, asked: bool) -> Explanation {
         ClientError::Io { context, source } => {
             Explanation::new(names::IO, format!("{context}: {source}."), exit::FAILURE)
         }
+        ClientError::File { .. } => Explanation::new(names::IO, format!("{err}."), exit::FAILURE),
+        ClientError::Config(e) => Explanation::new(
+            names::CONFIG,
+            format!("{e}\n`pib-client build --help` lists the keys and flags."),
+            exit::USAGE,
+        ),
+        // The stage errors already say what to do about them.
+        ClientError::Stage(e) => Explanation::new(names::STAGE, format!("{e}."), exit::USAGE),
+        ClientError::Context(e) if e.is_reader_gone() => Explanation::new(
+            names::IO,
+            "The daemon stopped reading the build context before its end.".to_owned(),
+            exit::FAILURE,
+        ),
+        ClientError::Context(e) => Explanation::new(
+            names::STAGE,
+            format!("Could not send the build context: {e}."),
+            exit::FAILURE,
+        ),
+        ClientError::Reworded { text, cause } => {
+            let mut ex = explain(cause, asked);
+            let msg = cause
+                .dbus_error()
+                .map(DBusError::message)
+                .unwrap_or_default();
+            ex.text = text.clone();
+            ex.detail = (!msg.is_empty()).then_some(msg);
+            ex
+        }
     }
 }
 
@@ -197,26 +276,18 @@ fn explain_dbus(err: &DBusError, attempt: &Attempt, asked: bool) -> Explanation 
             };
             (format!("Not found: {msg}.{hint}"), exit::FAILURE)
         }
-        DBusError::Busy(_) => (
-            format!(
-                "pi-builder is busy: {msg}. Wait until the running job ends (`pib-client jobs` \
-                 lists them), then try again."
-            ),
-            exit::FAILURE,
-        ),
-        DBusError::Conflict(_) => (
-            format!(
-                "pi-builder will not override what it found: {msg}. Change that by hand if \
-                 pi-builder should take over (`pib-client status` shows what the daemon sees), \
-                 then try again."
-            ),
-            exit::FAILURE,
-        ),
+        DBusError::Busy(_) => (busy(attempt, &msg), exit::FAILURE),
+        DBusError::Conflict(_) => (conflict(attempt, &msg), exit::FAILURE),
         DBusError::NotSupported(_) => {
-            let hint = if attempt.action == actions::BINFMT {
-                " (binfmt needs the qemu-user-static package and a kernel with binfmt_misc)"
-            } else {
-                ""
+            let hint = match attempt.method {
+                _ if attempt.action == actions::BINFMT => {
+                    " (binfmt needs the qemu-user-static package and a kernel with binfmt_misc)"
+                }
+                "Build" | "Shell" => {
+                    " (ARM containers need qemu-user-static and `pib-client binfmt register`)"
+                }
+                "FetchBase" => " (Debian bases need mmdebstrap and arch-test on the daemon's host)",
+                _ => "",
             };
             (
                 format!(
@@ -228,9 +299,9 @@ fn explain_dbus(err: &DBusError, attempt: &Attempt, asked: bool) -> Explanation 
         }
         DBusError::DockerUnavailable(_) => (
             format!(
-                "The Docker engine cannot be reached: {msg}. Start it (for example \
-                 `systemctl start docker`), then try again; `pib-client status` shows what the \
-                 daemon sees."
+                "The Docker engine cannot be reached: {msg}. Start it (`sudo systemctl start \
+                 docker`, or run `dockerd` as root where systemd does not run), then try again; \
+                 `pib-client status` shows what the daemon sees."
             ),
             exit::FAILURE,
         ),
@@ -249,6 +320,34 @@ fn explain_dbus(err: &DBusError, attempt: &Attempt, asked: bool) -> Explanation 
     };
     let quoted = !matches!(err, DBusError::NotAuthorized(_));
     Explanation::new(name, text, exit).with_detail(&msg, quoted)
+}
+
+/// What stands in the way depends on what was attempted.
+fn busy(attempt: &Attempt, msg: &str) -> String {
+    match attempt.method {
+        "RemoveImage" | "Clean" => format!(
+            "The image is in use: {msg}. Wait for the jobs that use it to end (`pib-client jobs` \
+             lists them), then try again."
+        ),
+        _ => format!(
+            "pi-builder is busy: {msg}. Wait until the running job ends (`pib-client jobs` lists \
+             them), then try again."
+        ),
+    }
+}
+
+fn conflict(attempt: &Attempt, msg: &str) -> String {
+    match attempt.method {
+        "Build" => format!(
+            "The build cannot have that name: {msg}. Choose another one (--name), or remove the \
+             old image first (`pib-client rm NAME`; `pib-client images` lists yours)."
+        ),
+        _ => format!(
+            "pi-builder will not override what it found: {msg}. Change that by hand if \
+             pi-builder should take over (`pib-client status` shows what the daemon sees), then \
+             try again."
+        ),
+    }
 }
 
 fn not_authorized(attempt: &Attempt, asked: bool) -> String {

@@ -1,8 +1,11 @@
 //! Starting a job and staying with it until it ends: its properties drive the progress display,
 //! its log is copied to the user, Ctrl-C cancels it.
 
+use std::collections::VecDeque;
+use std::future::Future;
 use std::io::IsTerminal;
 use std::os::fd::AsFd;
+use std::pin::Pin;
 use std::time::Duration;
 
 use futures_util::{FutureExt, StreamExt};
@@ -38,15 +41,11 @@ pub async fn start<B>(
 where
     B: serde::Serialize + DynamicType,
 {
-    let mut interrupts =
-        signal(SignalKind::interrupt()).map_err(ClientError::io("cannot catch Ctrl-C"))?;
-    let path: OwnedObjectPath = tokio::select! {
-        r = bus.call(proxy, attempt, body) => r?,
-        _ = interrupts.recv() => return Err(ClientError::Interrupted { path: None }),
-    };
-    let snapshot = follow(bus, ui, path.as_str(), &mut interrupts).await?;
-    let ended = outcome(attempt, path.as_str(), snapshot)?;
-    Ok((path.to_string(), ended))
+    let mut follower = Follower::new(&[])?;
+    let path = follower.call(bus, proxy, attempt, body).await?;
+    let ended = follower.follow(bus, ui, &path, Watch::default()).await?;
+    let snapshot = outcome(attempt, &path, ended.snapshot)?;
+    Ok((path, snapshot))
 }
 
 /// Succeeded is success; anything else is the job's error, in the daemon's own terms.
@@ -68,12 +67,112 @@ pub fn outcome(
     })
 }
 
+/// How a job is followed, beyond the global flags.
+#[derive(Default)]
+pub struct Watch<'a> {
+    /// No progress display, and the log is held back rather than shown: it is handed to the
+    /// caller, who shows it only if the job did not succeed (a shell's own output is the
+    /// point there, and it may be sharing the terminal).
+    pub silent: bool,
+    /// When this resolves, the job is cancelled once, with its text shown as a note: for work
+    /// on the client's side of the job that failed (the build context).
+    pub abort: Option<Pin<Box<dyn Future<Output = String> + 'a>>>,
+}
+
+/// A job that ended, as last seen.
+#[derive(Debug)]
+pub struct Ended {
+    pub snapshot: Snapshot,
+    /// The log lines held back by a silent watch (the last `HELD_LINES`).
+    pub held_log: Vec<String>,
+}
+
+/// A silent watch keeps this many of the last log lines: enough to see why a job failed.
+const HELD_LINES: usize = 200;
+
+/// Catches the interrupting signals for the whole life of a job: installed before the method
+/// call, they stay until the client exits.
+pub struct Follower {
+    signals: Vec<Signal>,
+}
+
+impl Follower {
+    /// SIGINT always; `extra` for commands where other signals must also end the job cleanly
+    /// (a shell holding the terminal in raw mode).
+    pub fn new(extra: &[SignalKind]) -> Result<Follower, ClientError> {
+        let mut signals = Vec::with_capacity(1 + extra.len());
+        for kind in std::iter::once(SignalKind::interrupt()).chain(extra.iter().copied()) {
+            signals.push(signal(kind).map_err(ClientError::io("cannot catch signals"))?);
+        }
+        Ok(Follower { signals })
+    }
+
+    /// Calls the method that starts the job; its reply is the job's path.
+    pub async fn call<B>(
+        &mut self,
+        bus: &mut Bus,
+        proxy: &Proxy<'_>,
+        attempt: &'static Attempt,
+        body: &B,
+    ) -> Result<String, ClientError>
+    where
+        B: serde::Serialize + DynamicType,
+    {
+        let path: OwnedObjectPath = tokio::select! {
+            r = bus.call(proxy, attempt, body) => r?,
+            _ = any_signal(&mut self.signals) => {
+                return Err(ClientError::Interrupted { path: None })
+            }
+        };
+        Ok(path.to_string())
+    }
+
+    /// Follows the job to its end. The first signal cancels the job and waits for it to wind
+    /// down; a second one stops waiting.
+    pub async fn follow(
+        &mut self,
+        bus: &mut Bus,
+        ui: &Ui,
+        path: &str,
+        watch: Watch<'_>,
+    ) -> Result<Ended, ClientError> {
+        follow(bus, ui, path, &mut self.signals, watch).await
+    }
+}
+
+/// Resolves when any of the signals arrives. `Signal::recv` is cancel-safe, so this is too.
+async fn any_signal(signals: &mut [Signal]) {
+    let waits = signals.iter_mut().map(|s| Box::pin(s.recv()));
+    futures_util::future::select_all(waits).await;
+}
+
+/// Where the job's log lines go.
+enum LogSink {
+    Show,
+    Hold(VecDeque<String>),
+}
+
+impl LogSink {
+    fn take(&mut self, progress: &mut Progress, line: String) {
+        match self {
+            LogSink::Show => progress.log(&line),
+            LogSink::Hold(held) => {
+                if held.len() == HELD_LINES {
+                    held.pop_front();
+                }
+                held.push_back(line);
+            }
+        }
+    }
+}
+
 async fn follow(
     bus: &mut Bus,
     ui: &Ui,
     path: &str,
-    interrupts: &mut Signal,
-) -> Result<Snapshot, ClientError> {
+    signals: &mut [Signal],
+    watch: Watch<'_>,
+) -> Result<Ended, ClientError> {
     let job = bus.job(path).await?;
     let props = bus.properties(path).await?;
     // Subscribed before the first read: a change between the two is then seen twice rather
@@ -93,21 +192,36 @@ async fn follow(
         .map_err(ClientError::call(&calls::READ_JOB))?;
 
     let mut snap = Snapshot::from_properties(&bus.job_properties(&props).await?);
-    let mut progress = Progress::new(ui, path, std::io::stderr().is_terminal());
-    let mut log = if ui.quiet {
+    let (mut progress, mut sink) = if watch.silent {
+        let quiet = Ui { quiet: true, ..*ui };
+        (
+            Progress::new(&quiet, path, false),
+            LogSink::Hold(VecDeque::new()),
+        )
+    } else {
+        (
+            Progress::new(ui, path, std::io::stderr().is_terminal()),
+            LogSink::Show,
+        )
+    };
+    // A silent watch still reads the log, for the day the job fails; --quiet does not.
+    let mut log = if ui.quiet && !watch.silent {
         None
     } else {
         match attach_log(bus, &job).await {
             Ok(lines) => Some(lines),
             Err(e) => {
                 let ex = explain(&e, bus.interactive());
-                progress.warn(ui, &format!("cannot show the job's log: {}", ex.text));
+                if !watch.silent {
+                    progress.warn(ui, &format!("cannot show the job's log: {}", ex.text));
+                }
                 None
             }
         }
     };
     progress.update(&snap);
 
+    let mut abort = watch.abort;
     let mut cancel_requested = false;
     let mut completed_seen = false;
     while !snap.is_over() && !completed_seen {
@@ -125,7 +239,7 @@ async fn follow(
             }
             Some(_) = completed.next() => completed_seen = true,
             line = next_line(&mut log) => match line {
-                Some(line) => progress.log(&line),
+                Some(line) => sink.take(&mut progress, line),
                 None => log = None,
             },
             Some(new_owner) = owner.next() => {
@@ -134,17 +248,22 @@ async fn follow(
                     return Err(ClientError::DaemonVanished { path: path.to_owned() });
                 }
             }
-            _ = interrupts.recv() => {
+            note = until_abort(&mut abort) => {
+                abort = None;
+                progress.warn(ui, &note);
+                if !cancel_requested {
+                    cancel_requested = true;
+                    cancel(bus, ui, &job, &mut progress).await;
+                }
+            }
+            _ = any_signal(signals) => {
                 if cancel_requested {
                     progress.finish();
                     return Err(ClientError::Interrupted { path: Some(path.to_owned()) });
                 }
                 cancel_requested = true;
                 progress.note("cancelling the job; press Ctrl-C again to stop waiting");
-                if let Err(e) = bus.call::<_, ()>(job.inner(), &calls::CANCEL, &()).await {
-                    let ex = explain(&e, bus.interactive());
-                    progress.warn(ui, &ex.text);
-                }
+                cancel(bus, ui, &job, &mut progress).await;
             }
         }
     }
@@ -156,14 +275,36 @@ async fn follow(
     if let Some(mut lines) = log {
         let _ = tokio::time::timeout(LOG_DRAIN, async {
             while let Ok(Some(line)) = lines.next_line().await {
-                progress.log(&line);
+                sink.take(&mut progress, line);
             }
         })
         .await;
     }
     progress.update(&snap);
     progress.finish();
-    Ok(snap)
+    let held_log = match sink {
+        LogSink::Show => Vec::new(),
+        LogSink::Hold(held) => held.into(),
+    };
+    Ok(Ended {
+        snapshot: snap,
+        held_log,
+    })
+}
+
+async fn cancel(bus: &mut Bus, ui: &Ui, job: &JobProxy<'_>, progress: &mut Progress) {
+    if let Err(e) = bus.call::<_, ()>(job.inner(), &calls::CANCEL, &()).await {
+        let ex = explain(&e, bus.interactive());
+        progress.warn(ui, &ex.text);
+    }
+}
+
+/// Pends forever without an abort trigger, or once it fired.
+async fn until_abort<'a>(abort: &mut Option<Pin<Box<dyn Future<Output = String> + 'a>>>) -> String {
+    match abort {
+        Some(f) => f.await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Takes in one PropertiesChanged signal; true when it invalidated values that must be re-read.

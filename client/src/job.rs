@@ -6,7 +6,10 @@ use std::str::FromStr;
 
 use pib_dbus_interfaces::names::{job_path, JOBS_PATH};
 use pib_dbus_interfaces::types::JobState;
+use serde_json::{Map, Value};
 use zbus::{OwnedVariant, Variant};
+
+use crate::variant;
 
 /// A job as the user names it: `N` or `/org/pibuilder/PiBuilder1/jobs/N`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,6 +81,9 @@ pub struct Snapshot {
     pub stage: String,
     pub message: String,
     pub error_name: String,
+    /// What the job produced (`Result`), kept as JSON: its keys depend on the operation, and
+    /// it is printed as much as read.
+    pub result: Map<String, Value>,
 }
 
 impl Snapshot {
@@ -104,6 +110,11 @@ impl Snapshot {
             ("Stage", Variant::Str(v)) => self.stage = v.to_string(),
             ("Message", Variant::Str(v)) => self.message = v.to_string(),
             ("ErrorName", Variant::Str(v)) => self.error_name = v.to_string(),
+            ("Result", v @ Variant::Dict(_)) => {
+                if let Value::Object(m) = variant::to_json(v) {
+                    self.result = m;
+                }
+            }
             _ => {}
         }
     }
@@ -184,12 +195,18 @@ mod tests {
         put("StartedByUID", Variant::from(1000u32));
         put("Message", Variant::from(7u32));
         put("Future", Variant::from("x"));
+        let mut result = HashMap::new();
+        result.insert("image", Variant::from("debian-rpi4-aarch64"));
+        result.insert("steps", Variant::from(12u32));
+        put("Result", Variant::from(result));
         let mut s = Snapshot::from_properties(&props);
         assert_eq!(s.operation, "binfmt-register");
         assert!(!s.is_over());
         assert_eq!(s.fraction(), Some(0.5));
         assert_eq!(s.started_by_uid, Some(1000));
         assert_eq!(s.message, "", "a wrongly typed value is ignored");
+        assert_eq!(s.result["image"], "debian-rpi4-aarch64");
+        assert_eq!(s.result["steps"], 12);
 
         s.apply("TotalBytes", &Variant::from(200u64));
         s.apply("Bytes", &Variant::from(50u64));

@@ -5,12 +5,18 @@ mod bus;
 mod calls;
 mod cli;
 mod commands;
+mod context;
 mod errors;
 mod follow;
+mod humanize;
 mod job;
 mod joblog;
 mod output;
 mod progress;
+mod project;
+mod relay;
+mod stages;
+mod terminal;
 mod variant;
 
 use std::process::ExitCode;

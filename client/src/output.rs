@@ -72,18 +72,27 @@ pub fn error_json(ex: &Explanation) -> Value {
 /// The result of a job that succeeded.
 pub fn job_result(ui: &Ui, path: &str, s: &Snapshot) {
     if ui.json {
-        json_line(&json!({
-            "job": path,
-            "operation": s.operation,
-            "state": s.state,
-            "message": s.message,
-        }));
+        json_line(&job_result_json(path, s));
     } else if s.message.is_empty() {
         let job = JobRef::from_path(path).map_or_else(|| path.to_owned(), |j| j.to_string());
         plain(&format!("Job {job} succeeded."));
     } else {
         plain(&for_terminal(&s.message));
     }
+}
+
+/// A finished job for scripts: what it was, how it ended, and what it produced.
+pub fn job_result_json(path: &str, s: &Snapshot) -> Value {
+    let mut v = json!({
+        "job": path,
+        "operation": s.operation,
+        "state": s.state,
+        "message": s.message,
+    });
+    if !s.result.is_empty() {
+        v["result"] = Value::Object(s.result.clone());
+    }
+    v
 }
 
 /// Messages and log lines come from builds, whose content a stranger may control; raw escape

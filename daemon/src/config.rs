@@ -37,7 +37,47 @@ pub struct Config {
     pub auth_timeout_secs: u64,
     pub docker_socket: PathBuf,
     pub state_dir: PathBuf,
+    /// Downloaded base tarballs and other re-creatable data.
+    pub cache_dir: PathBuf,
     pub binfmt: BinfmtConfig,
+    pub build: BuildConfig,
+    pub base: BaseSection,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct BuildConfig {
+    /// The largest stage context a client may send.
+    pub max_context_bytes: u64,
+}
+
+impl Default for BuildConfig {
+    fn default() -> Self {
+        BuildConfig {
+            max_context_bytes: crate::build::context::DEFAULT_LIMIT,
+        }
+    }
+}
+
+/// Where base root filesystems come from.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct BaseSection {
+    /// Arch Linux ARM's "os" directory, holding ArchLinuxARM-*.tar.gz and their .md5 files.
+    pub arch_mirror: String,
+    /// Debian mirror for mmdebstrap; when absent, the host's own apt sources decide.
+    pub debian_mirror: Option<String>,
+    pub debian_suite: String,
+}
+
+impl Default for BaseSection {
+    fn default() -> Self {
+        BaseSection {
+            arch_mirror: "http://os.archlinuxarm.org/os/".to_owned(),
+            debian_mirror: None,
+            debian_suite: "bookworm".to_owned(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -60,7 +100,10 @@ impl Default for Config {
             auth_timeout_secs: 25,
             docker_socket: PathBuf::from("/var/run/docker.sock"),
             state_dir: PathBuf::from("/var/lib/pi-builder"),
+            cache_dir: PathBuf::from("/var/cache/pi-builder"),
             binfmt: BinfmtConfig::default(),
+            build: BuildConfig::default(),
+            base: BaseSection::default(),
         }
     }
 }

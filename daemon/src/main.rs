@@ -1,13 +1,19 @@
 //! pib-daemon: pi-builder's privileged system service, started by D-Bus activation.
 
 mod auth;
+mod base;
 mod binfmt;
+mod build;
 mod bus;
 mod config;
 mod docker;
+mod fdio;
 mod idle;
+mod images;
 mod jobs;
 mod logging;
+mod shell;
+mod workdir;
 
 use std::path::PathBuf;
 

@@ -8,6 +8,7 @@ pub mod actions;
 pub mod error;
 pub mod names;
 pub mod proxy;
+pub mod stage;
 pub mod types;
 
 pub use error::DBusError;

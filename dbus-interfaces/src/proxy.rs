@@ -34,6 +34,48 @@ pub trait Manager {
 
     /// The jobs the caller may see.
     fn list_jobs(&self) -> Result<Vec<OwnedObjectPath>, DBusError>;
+
+    /// Base root filesystems imported into Docker.
+    fn list_bases(&self) -> Result<Vec<HashMap<String, OwnedVariant>>, DBusError>;
+
+    /// Downloads or bootstraps a base; returns the job.
+    fn fetch_base(&self, options: HashMap<&str, Variant<'_>>)
+        -> Result<OwnedObjectPath, DBusError>;
+
+    /// Imports a rootfs tarball the caller opened; returns the job.
+    fn import_base(
+        &self,
+        tarball: zbus::Fd<'_>,
+        options: HashMap<&str, Variant<'_>>,
+    ) -> Result<OwnedObjectPath, DBusError>;
+
+    /// Builds an image from a stage context stream; returns the job.
+    fn build(
+        &self,
+        context: zbus::Fd<'_>,
+        options: HashMap<&str, Variant<'_>>,
+    ) -> Result<OwnedObjectPath, DBusError>;
+
+    /// Built images the caller may see.
+    fn list_images(&self) -> Result<Vec<HashMap<String, OwnedVariant>>, DBusError>;
+
+    /// Removes a built image.
+    fn remove_image(&self, name: &str) -> Result<(), DBusError>;
+
+    /// Removes built images and dangling layers; returns the job.
+    fn clean(&self, options: HashMap<&str, Variant<'_>>) -> Result<OwnedObjectPath, DBusError>;
+
+    /// Runs a command in a throwaway container of a built image; returns the job.
+    #[allow(clippy::too_many_arguments)]
+    fn shell(
+        &self,
+        name: &str,
+        command: &[&str],
+        stdin: zbus::Fd<'_>,
+        stdout: zbus::Fd<'_>,
+        stderr: zbus::Fd<'_>,
+        options: HashMap<&str, Variant<'_>>,
+    ) -> Result<OwnedObjectPath, DBusError>;
 }
 
 /// `org.pibuilder.PiBuilder1.Job` at `/org/pibuilder/PiBuilder1/jobs/N`.
@@ -68,6 +110,8 @@ pub trait Job {
     fn message(&self) -> zbus::Result<String>;
     #[zbus(property)]
     fn error_name(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn result(&self) -> zbus::Result<HashMap<String, OwnedVariant>>;
 
     /// Asks the job to stop.
     fn cancel(&self) -> Result<(), DBusError>;

@@ -3,10 +3,75 @@
 use std::fmt;
 use std::str::FromStr;
 
-/// Keys of method option dictionaries.
+/// Keys of method option dictionaries (see the XML for which method takes which).
 pub mod options {
-    /// `s`: "arm" or "aarch64" (RegisterBinfmt, UnregisterBinfmt).
+    /// `s`: "arm" or "aarch64".
     pub const ARCH: &str = "arch";
+    /// `s`: "arch" or "debian".
+    pub const DISTRO: &str = "distro";
+    /// `s`: rpi2, rpi3, rpi4, rpi5, zero2w.
+    pub const BOARD: &str = "board";
+    /// `s`: Debian suite.
+    pub const SUITE: &str = "suite";
+    /// `b`: re-validate a cached base against its source.
+    pub const REFRESH: &str = "refresh";
+    /// `as`: stage names in order.
+    pub const STAGES: &str = "stages";
+    pub const HOSTNAME: &str = "hostname";
+    pub const LOCALE: &str = "locale";
+    pub const TIMEZONE: &str = "timezone";
+    pub const REPO_URL: &str = "repo_url";
+    /// `a{ss}`: further build args.
+    pub const ARGS: &str = "args";
+    /// `b`: rebuild every step.
+    pub const NO_CACHE: &str = "no_cache";
+    /// `s`: a result or base name.
+    pub const NAME: &str = "name";
+    /// `s`: a base image name.
+    pub const BASE: &str = "base";
+    /// `b`: Clean everyone's images.
+    pub const ALL_USERS: &str = "all_users";
+    /// `b`: Clean the imported bases too.
+    pub const BASES: &str = "bases";
+    /// `b`: Shell with a terminal.
+    pub const TTY: &str = "tty";
+    /// `u`: terminal rows.
+    pub const ROWS: &str = "rows";
+    /// `u`: terminal columns.
+    pub const COLS: &str = "cols";
+}
+
+/// Keys of a job's `Result` dictionary.
+pub mod result {
+    /// `s`: image reference.
+    pub const IMAGE: &str = "image";
+    /// `s`: image id.
+    pub const ID: &str = "id";
+    /// `u`: build steps.
+    pub const STEPS: &str = "steps";
+    /// `u`: build steps served from the cache.
+    pub const CACHED: &str = "cached";
+    /// `u`: things removed by Clean.
+    pub const REMOVED: &str = "removed";
+    /// `t`: bytes freed by Clean.
+    pub const RECLAIMED: &str = "reclaimed";
+    /// `i`: a shell command's exit status.
+    pub const EXIT_CODE: &str = "exit_code";
+}
+
+/// Keys of the dictionaries returned by ListBases and ListImages.
+pub mod image {
+    pub const NAME: &str = "name";
+    pub const ID: &str = "id";
+    pub const DISTRO: &str = "distro";
+    pub const ARCH: &str = "arch";
+    pub const BOARD: &str = "board";
+    pub const ORIGIN: &str = "origin";
+    pub const DIGEST: &str = "digest";
+    pub const CREATED: &str = "created";
+    pub const SIZE: &str = "size";
+    pub const OWNER_UID: &str = "owner_uid";
+    pub const STAGES: &str = "stages";
 }
 
 /// Keys of the dictionary returned by `Manager.GetStatus`.
@@ -99,6 +164,30 @@ word_enum!(
     Operation, "operation", {
         BinfmtRegister => "binfmt-register",
         BinfmtUnregister => "binfmt-unregister",
+        FetchBase => "base-fetch",
+        ImportBase => "base-import",
+        Build => "build",
+        Clean => "clean",
+        Shell => "shell",
+    }
+);
+
+word_enum!(
+    /// A base family.
+    Distro, "distro", {
+        Arch => "arch",
+        Debian => "debian",
+    }
+);
+
+word_enum!(
+    /// A Raspberry Pi board.
+    Board, "board", {
+        Rpi2 => "rpi2",
+        Rpi3 => "rpi3",
+        Rpi4 => "rpi4",
+        Rpi5 => "rpi5",
+        Zero2w => "zero2w",
     }
 );
 

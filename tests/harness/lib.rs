@@ -8,6 +8,7 @@
 //! processes (`setpriv`), because the bus identifies callers by the credentials of their socket.
 
 pub mod elf;
+pub mod http;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -103,6 +104,29 @@ pub fn client_bin() -> &'static Path {
     })
 }
 
+/// A copy of the bundled stages every user can read, for clients run by the tests (what
+/// `make install` puts under share/pi-builder/stages).
+pub fn bundled_stages() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dst = client_bin().with_file_name("stages");
+        let _ = std::fs::remove_dir_all(&dst);
+        let status = Command::new("cp")
+            .arg("-a")
+            .arg(repo_root().join("stages"))
+            .arg(&dst)
+            .status()
+            .expect("cp stages");
+        assert!(status.success(), "copying the bundled stages failed");
+        Command::new("chmod")
+            .args(["-R", "a+rX"])
+            .arg(&dst)
+            .status()
+            .expect("chmod stages");
+        dst
+    })
+}
+
 fn set_mode(path: &Path, mode: u32) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
@@ -155,6 +179,7 @@ impl TestUser {
             .env_clear()
             .env("PATH", "/usr/local/bin:/usr/bin:/bin")
             .env("LANG", "C.UTF-8")
+            .env("PIB_BUNDLED_STAGES", bundled_stages())
             .stdin(Stdio::null());
         cmd
     }
@@ -186,6 +211,7 @@ fn user_id(name: &str, flag: &str) -> Option<u32> {
 pub fn client_as_root(args: &[&str]) -> Output {
     Command::new(client_bin())
         .args(args)
+        .env("PIB_BUNDLED_STAGES", bundled_stages())
         .stdin(Stdio::null())
         .output()
         .expect("run pib-client")

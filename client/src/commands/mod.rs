@@ -1,10 +1,15 @@
 //! One module per subcommand; this one picks it and turns its error into output and an exit
 //! code.
 
+mod base;
 mod binfmt;
+mod build;
 mod cancel;
+mod clean;
 mod completions;
+mod images;
 mod jobs;
+mod shell;
 mod status;
 
 use crate::bus::Bus;
@@ -19,7 +24,7 @@ pub async fn run(cli: Cli) -> u8 {
         no_ask_password: cli.no_ask_password,
     };
     match run_command(&ui, cli.command).await {
-        Ok(()) => exit::SUCCESS,
+        Ok(code) => code,
         Err(err) => {
             let ex = explain(&err, ui.interactive_auth());
             // The message for an unfinished command is promised on stderr, --json or not.
@@ -32,27 +37,30 @@ pub async fn run(cli: Cli) -> u8 {
     }
 }
 
-async fn run_command(ui: &Ui, command: Command) -> Result<(), ClientError> {
+/// The exit code on success is the command's own only for `shell`.
+async fn run_command(ui: &Ui, command: Command) -> Result<u8, ClientError> {
+    let done = |r: Result<(), ClientError>| r.map(|()| exit::SUCCESS);
     match command {
-        Command::Status => status::run(&mut Bus::system(ui).await?, ui).await,
-        Command::Binfmt(sub) => binfmt::run(&mut Bus::system(ui).await?, ui, sub).await,
-        Command::Jobs => jobs::run(&mut Bus::system(ui).await?, ui).await,
-        Command::Cancel { job } => cancel::run(&mut Bus::system(ui).await?, ui, job).await,
+        Command::Status => done(status::run(&mut Bus::system(ui).await?, ui).await),
+        Command::Binfmt(sub) => done(binfmt::run(&mut Bus::system(ui).await?, ui, sub).await),
+        Command::Jobs => done(jobs::run(&mut Bus::system(ui).await?, ui).await),
+        Command::Cancel { job } => done(cancel::run(&mut Bus::system(ui).await?, ui, job).await),
         Command::Completions { shell } => {
             completions::print(shell);
-            Ok(())
+            Ok(exit::SUCCESS)
         }
-        planned @ (Command::Base(_)
-        | Command::Build(_)
-        | Command::Image(_)
+        Command::Base(sub) => done(base::run(ui, sub).await),
+        // Reads the project and the stages before connecting.
+        Command::Build(args) => done(build::run(ui, &args).await),
+        Command::Images => done(images::list(&mut Bus::system(ui).await?, ui).await),
+        Command::Rm { name } => done(images::remove(&mut Bus::system(ui).await?, ui, &name).await),
+        Command::Clean(args) => done(clean::run(&mut Bus::system(ui).await?, ui, &args).await),
+        Command::Shell(args) => shell::run(&mut Bus::system(ui).await?, ui, &args).await,
+        planned @ (Command::Image(_)
         | Command::Flash(_)
         | Command::Format(_)
         | Command::Install(_)
         | Command::Devices(_)
-        | Command::Shell(_)
-        | Command::Images(_)
-        | Command::Rm(_)
-        | Command::Clean(_)
         | Command::Scan(_)) => Err(ClientError::NotImplemented(
             planned
                 .planned_name()

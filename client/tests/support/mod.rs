@@ -6,12 +6,15 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{BufRead, BufReader, Write};
+use std::future::Future;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use pib_dbus_interfaces::names::{BUS_NAME, JOBS_PATH, MANAGER_PATH};
 use pib_dbus_interfaces::DBusError;
@@ -59,6 +62,13 @@ impl PrivateBus {
         }
     }
 
+    /// A fresh directory for the test's files, removed with the bus.
+    pub fn scratch(&self, name: &str) -> PathBuf {
+        let dir = self.dir.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
     /// The client, pointed at this bus as if it were the system bus.
     pub fn client(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_pib-client"));
@@ -99,14 +109,38 @@ pub enum Script {
 }
 
 pub type Calls = Arc<Mutex<Vec<String>>>;
+/// The options dictionary of every call that took one, with the method's name.
+pub type Options = Arc<Mutex<Vec<(String, HashMap<String, OwnedVariant>)>>>;
 
 pub struct Stand {
     pub conn: Connection,
     pub calls: Calls,
+    pub options: Options,
 }
+
+impl Stand {
+    /// The options of the last call of `method`.
+    pub fn options_of(&self, method: &str) -> HashMap<String, OwnedVariant> {
+        let all = self.options.lock().unwrap();
+        let (_, o) = all
+            .iter()
+            .rev()
+            .find(|(m, _)| m == method)
+            .unwrap_or_else(|| panic!("{method} was not called"));
+        o.iter()
+            .map(|(k, v)| (k.clone(), v.try_clone().unwrap()))
+            .collect()
+    }
+}
+
+/// The one image the stand-in knows, and what RemoveImage and Shell accept.
+pub const IMAGE: &str = "debian-rpi4-aarch64";
+/// What the stand-in's shell exits with.
+pub const SHELL_EXIT: i32 = 7;
 
 pub async fn serve(address: &str, script: Script) -> Stand {
     let calls = Calls::default();
+    let options = Options::default();
     let conn = zbus::connection::Builder::address(address)
         .build()
         .await
@@ -114,6 +148,7 @@ pub async fn serve(address: &str, script: Script) -> Stand {
     let manager = Manager {
         script,
         calls: calls.clone(),
+        options: options.clone(),
         jobs: Vec::new(),
     };
     conn.object_server()
@@ -121,7 +156,11 @@ pub async fn serve(address: &str, script: Script) -> Stand {
         .await
         .unwrap();
     conn.request_name(BUS_NAME).await.unwrap();
-    Stand { conn, calls }
+    Stand {
+        conn,
+        calls,
+        options,
+    }
 }
 
 fn flags(h: &Header<'_>) -> &'static str {
@@ -135,6 +174,7 @@ fn flags(h: &Header<'_>) -> &'static str {
 struct Manager {
     script: Script,
     calls: Calls,
+    options: Options,
     jobs: Vec<OwnedObjectPath>,
 }
 
@@ -197,9 +237,428 @@ impl Manager {
     fn list_jobs(&self) -> Vec<OwnedObjectPath> {
         self.jobs.clone()
     }
+
+    fn list_bases(&self, #[zbus(header)] h: Header<'_>) -> Vec<HashMap<String, OwnedVariant>> {
+        self.record(&h, "");
+        vec![dict(&[
+            ("name", "pib-base/debian-aarch64:bookworm".into()),
+            ("id", "sha256:0123456789abcdef".into()),
+            ("distro", "debian".into()),
+            ("arch", "aarch64".into()),
+            ("board", "".into()),
+            (
+                "origin",
+                "mmdebstrap bookworm http://deb.example/debian".into(),
+            ),
+            ("digest", "ab12".into()),
+            ("created", 1_700_000_000_000_000u64.into()),
+            ("size", (300u64 << 20).into()),
+        ])]
+    }
+
+    async fn fetch_base(
+        &mut self,
+        #[zbus(header)] h: Header<'_>,
+        #[zbus(object_server)] server: &ObjectServer,
+        #[zbus(connection)] conn: &Connection,
+        options: HashMap<String, OwnedVariant>,
+    ) -> Result<OwnedObjectPath, DBusError> {
+        self.record(&h, "");
+        self.refuse_if_denied()?;
+        let distro = string(&options, "distro");
+        let arch = string(&options, "arch");
+        self.keep_options(&h, options);
+        let work = async move {
+            Ok(done(
+                &[
+                    ("image", format!("pib-base/{distro}-{arch}:fetched").into()),
+                    ("id", "sha256:feedfacecafebeef".into()),
+                ],
+                "fetched",
+            ))
+        };
+        self.start_work(server, conn, "base-fetch", Box::pin(work))
+            .await
+    }
+
+    async fn import_base(
+        &mut self,
+        #[zbus(header)] h: Header<'_>,
+        #[zbus(object_server)] server: &ObjectServer,
+        #[zbus(connection)] conn: &Connection,
+        tarball: zbus::OwnedFd,
+        options: HashMap<String, OwnedVariant>,
+    ) -> Result<OwnedObjectPath, DBusError> {
+        self.record(&h, kind(&tarball));
+        self.refuse_if_denied()?;
+        self.keep_options(&h, options);
+        let calls = self.calls.clone();
+        let fd = OwnedFd::from(tarball);
+        let work = async move {
+            let bytes = tokio::task::spawn_blocking(move || read_all(fd))
+                .await
+                .unwrap();
+            calls
+                .lock()
+                .unwrap()
+                .push(format!("tarball: {}", String::from_utf8_lossy(&bytes)));
+            Ok(done(
+                &[
+                    ("image", "pib-base/imported:local".into()),
+                    ("id", "sha256:1111222233334444".into()),
+                ],
+                "imported",
+            ))
+        };
+        self.start_work(server, conn, "base-import", Box::pin(work))
+            .await
+    }
+
+    /// Reads the context to its end and checks that it is a whole tar with a Dockerfile.part
+    /// for every stage named in the options.
+    async fn build(
+        &mut self,
+        #[zbus(header)] h: Header<'_>,
+        #[zbus(object_server)] server: &ObjectServer,
+        #[zbus(connection)] conn: &Connection,
+        context: zbus::OwnedFd,
+        options: HashMap<String, OwnedVariant>,
+    ) -> Result<OwnedObjectPath, DBusError> {
+        self.record(&h, kind(&context));
+        self.refuse_if_denied()?;
+        let stages: Vec<String> = options
+            .get("stages")
+            .map(|v| Vec::<String>::try_from(v.try_clone().unwrap()).unwrap())
+            .unwrap_or_default();
+        let name = string(&options, "name");
+        self.keep_options(&h, options);
+        let calls = self.calls.clone();
+        let fd = OwnedFd::from(context);
+        let work = async move {
+            let bytes = tokio::task::spawn_blocking(move || read_all(fd))
+                .await
+                .unwrap();
+            let entries = tar_entries(&bytes).map_err(|e| {
+                (
+                    "org.pibuilder.PiBuilder1.Error.InvalidArgs",
+                    format!("the context is not a tar: {e}"),
+                )
+            })?;
+            calls
+                .lock()
+                .unwrap()
+                .push(format!("context: {}", entries.join(" ")));
+            for stage in &stages {
+                let part = format!("stages/{stage}/Dockerfile.part");
+                if !entries.contains(&part) {
+                    return Err((
+                        "org.pibuilder.PiBuilder1.Error.InvalidArgs",
+                        format!("the context has no {part}"),
+                    ));
+                }
+            }
+            Ok(done(
+                &[
+                    ("image", name.clone().into()),
+                    ("id", "sha256:abcdef0123456789abcdef".into()),
+                    ("steps", (stages.len() as u32 * 2).into()),
+                    ("cached", 1u32.into()),
+                ],
+                &format!("built {name}"),
+            ))
+        };
+        self.start_work(server, conn, "build", Box::pin(work)).await
+    }
+
+    fn list_images(&self, #[zbus(header)] h: Header<'_>) -> Vec<HashMap<String, OwnedVariant>> {
+        self.record(&h, "");
+        vec![dict(&[
+            ("name", IMAGE.into()),
+            ("id", "sha256:abcdef0123456789".into()),
+            ("owner_uid", 4242u32.into()),
+            ("distro", "debian".into()),
+            ("arch", "aarch64".into()),
+            ("board", "rpi4".into()),
+            ("stages", vec!["__init__", "os", "__cleanup__"].into()),
+            ("created", 1_700_000_000_000_000u64.into()),
+            ("size", (700u64 << 20).into()),
+        ])]
+    }
+
+    fn remove_image(&self, #[zbus(header)] h: Header<'_>, name: &str) -> Result<(), DBusError> {
+        self.record(&h, name);
+        self.refuse_if_denied()?;
+        known_image(name)
+    }
+
+    async fn clean(
+        &mut self,
+        #[zbus(header)] h: Header<'_>,
+        #[zbus(object_server)] server: &ObjectServer,
+        #[zbus(connection)] conn: &Connection,
+        options: HashMap<String, OwnedVariant>,
+    ) -> Result<OwnedObjectPath, DBusError> {
+        self.record(&h, "");
+        self.refuse_if_denied()?;
+        self.keep_options(&h, options);
+        let work = async move {
+            Ok(done(
+                &[("removed", 2u32.into()), ("reclaimed", (3u64 << 30).into())],
+                "cleaned",
+            ))
+        };
+        self.start_work(server, conn, "clean", Box::pin(work)).await
+    }
+
+    /// Writes to the stdout it was given and exits with SHELL_EXIT. Without a terminal it
+    /// echoes its stdin; with one, it waits for the client to put the terminal in raw mode.
+    #[allow(clippy::too_many_arguments)]
+    async fn shell(
+        &mut self,
+        #[zbus(header)] h: Header<'_>,
+        #[zbus(object_server)] server: &ObjectServer,
+        #[zbus(connection)] conn: &Connection,
+        name: &str,
+        command: Vec<String>,
+        stdin: zbus::OwnedFd,
+        stdout: zbus::OwnedFd,
+        stderr: zbus::OwnedFd,
+        options: HashMap<String, OwnedVariant>,
+    ) -> Result<OwnedObjectPath, DBusError> {
+        self.record(
+            &h,
+            &format!(
+                "{name} {command:?} stdin={} stdout={} stderr={}",
+                kind(&stdin),
+                kind(&stdout),
+                kind(&stderr)
+            ),
+        );
+        self.refuse_if_denied()?;
+        known_image(name)?;
+        let tty = options
+            .get("tty")
+            .is_some_and(|v| bool::try_from(v.try_clone().unwrap()).unwrap());
+        self.keep_options(&h, options);
+        let (stdin, stdout, stderr) = (
+            OwnedFd::from(stdin),
+            OwnedFd::from(stdout),
+            OwnedFd::from(stderr),
+        );
+        let calls = self.calls.clone();
+        let forever = self.script == Script::UntilCancelled;
+        let work = async move {
+            let note = tokio::task::spawn_blocking(move || {
+                if tty {
+                    let raw = wait_for_raw(&stdin);
+                    let mut out = File::from(stdout);
+                    let _ = out.write_all(b"hello on the terminal\r\n");
+                    format!("terminal {raw}")
+                } else {
+                    let input = read_all(stdin);
+                    let mut out = File::from(stdout);
+                    let _ = writeln!(out, "container read {:?}", String::from_utf8_lossy(&input));
+                    let _ = File::from(stderr).write_all(b"container stderr\n");
+                    "streams".to_owned()
+                }
+            })
+            .await
+            .unwrap();
+            calls.lock().unwrap().push(note);
+            if forever {
+                std::future::pending::<()>().await;
+            }
+            Ok(done(&[("exit_code", SHELL_EXIT.into())], "exited"))
+        };
+        self.start_work(server, conn, "shell", Box::pin(work)).await
+    }
 }
 
+fn known_image(name: &str) -> Result<(), DBusError> {
+    if name == IMAGE {
+        Ok(())
+    } else {
+        Err(DBusError::NotFound(format!("no image named {name:?}")))
+    }
+}
+
+fn string(options: &HashMap<String, OwnedVariant>, key: &str) -> String {
+    options
+        .get(key)
+        .map(|v| String::try_from(v.try_clone().unwrap()).unwrap())
+        .unwrap_or_default()
+}
+
+fn dict(entries: &[(&str, Variant<'_>)]) -> HashMap<String, OwnedVariant> {
+    entries
+        .iter()
+        .map(|(k, v)| {
+            (
+                (*k).to_owned(),
+                OwnedVariant::try_from(v.try_clone().unwrap()).unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// A job's successful end: its Result and its final message.
+fn done(result: &[(&str, Variant<'_>)], message: &str) -> (HashMap<String, OwnedVariant>, String) {
+    (dict(result), message.to_owned())
+}
+
+fn read_all(fd: OwnedFd) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    File::from(fd).read_to_end(&mut bytes).unwrap();
+    bytes
+}
+
+/// What kind of file a passed descriptor is, as the daemon would check it.
+fn kind(fd: &impl AsFd) -> &'static str {
+    let st = rustix::fs::fstat(fd).unwrap();
+    match rustix::fs::FileType::from_raw_mode(st.st_mode) {
+        rustix::fs::FileType::Fifo => "pipe",
+        rustix::fs::FileType::RegularFile => "file",
+        rustix::fs::FileType::CharacterDevice if rustix::termios::isatty(fd) => "terminal",
+        rustix::fs::FileType::CharacterDevice => "device",
+        rustix::fs::FileType::Socket => "socket",
+        _ => "other",
+    }
+}
+
+/// Waits (at most 10 s) for the terminal to leave canonical mode: "raw" or "cooked".
+fn wait_for_raw(fd: &OwnedFd) -> &'static str {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        let t = rustix::termios::tcgetattr(fd).unwrap();
+        if !t.local_modes.contains(rustix::termios::LocalModes::ICANON) {
+            return "raw";
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    "cooked"
+}
+
+/// The names in a tar stream (ustar, with GNU long names and pax paths), which must end with
+/// the end-of-archive block: a stream cut short is not a context.
+pub fn tar_entries(bytes: &[u8]) -> Result<Vec<String>, String> {
+    let mut names = Vec::new();
+    let mut long_name: Option<String> = None;
+    let mut at = 0;
+    loop {
+        let header = bytes
+            .get(at..at + 512)
+            .ok_or("the stream ends without the end-of-archive block")?;
+        if header.iter().all(|&b| b == 0) {
+            return Ok(names);
+        }
+        let field = |range: std::ops::Range<usize>| {
+            let f = &header[range];
+            let end = f.iter().position(|&b| b == 0).unwrap_or(f.len());
+            String::from_utf8_lossy(&f[..end]).into_owned()
+        };
+        let size_field = field(124..136);
+        let size = u64::from_str_radix(size_field.trim(), 8)
+            .map_err(|e| format!("bad size {size_field:?}: {e}"))? as usize;
+        let data = bytes
+            .get(at + 512..at + 512 + size)
+            .ok_or("an entry is cut short")?;
+        let mut name = field(0..100);
+        if &header[257..262] == b"ustar" {
+            let prefix = field(345..500);
+            if !prefix.is_empty() {
+                name = format!("{prefix}/{name}");
+            }
+        }
+        match header[156] {
+            b'L' => {
+                long_name = Some(
+                    String::from_utf8_lossy(data)
+                        .trim_end_matches('\0')
+                        .to_owned(),
+                )
+            }
+            b'x' => {
+                for record in String::from_utf8_lossy(data).lines() {
+                    if let Some((_, path)) = record.split_once(" path=") {
+                        long_name = Some(path.to_owned());
+                    }
+                }
+            }
+            b'g' => {}
+            _ => names.push(
+                long_name
+                    .take()
+                    .unwrap_or(name)
+                    .trim_end_matches('/')
+                    .to_owned(),
+            ),
+        }
+        at += 512 + size.div_ceil(512) * 512;
+    }
+}
+
+type Work = Pin<
+    Box<
+        dyn Future<Output = Result<(HashMap<String, OwnedVariant>, String), (&'static str, String)>>
+            + Send,
+    >,
+>;
+
 impl Manager {
+    fn record(&self, h: &Header<'_>, detail: &str) {
+        let member = h.member().unwrap().to_string();
+        let line = if detail.is_empty() {
+            format!("{member} {}", flags(h))
+        } else {
+            format!("{member} {} {detail}", flags(h))
+        };
+        self.calls.lock().unwrap().push(line);
+    }
+
+    fn keep_options(&self, h: &Header<'_>, options: HashMap<String, OwnedVariant>) {
+        let member = h.member().unwrap().to_string();
+        self.options.lock().unwrap().push((member, options));
+    }
+
+    fn refuse_if_denied(&self) -> Result<(), DBusError> {
+        if self.script == Script::Deny {
+            return Err(DBusError::NotAuthorized(
+                "org.pibuilder.build: denied by the stand-in".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// A job that does `work`, reports it, and ends as the work says (or cancelled).
+    async fn start_work(
+        &mut self,
+        server: &ObjectServer,
+        conn: &Connection,
+        operation: &str,
+        work: Work,
+    ) -> Result<OwnedObjectPath, DBusError> {
+        let path =
+            OwnedObjectPath::try_from(format!("{JOBS_PATH}/{}", self.jobs.len() + 1)).unwrap();
+        let cancel = Arc::new(Notify::new());
+        let job = Job {
+            props: Props {
+                operation: operation.into(),
+                state: "running".into(),
+                uid: 4242,
+                start_time: 1,
+                ..Props::default()
+            },
+            log: vec![format!("starting {operation}")],
+            sinks: Vec::new(),
+            cancel: cancel.clone(),
+            calls: self.calls.clone(),
+        };
+        server.at(path.clone(), job).await.unwrap();
+        self.jobs.push(path.clone());
+        tokio::spawn(drive_work(conn.clone(), path.clone(), work, cancel));
+        Ok(path)
+    }
+
     async fn start_job(
         &mut self,
         h: &Header<'_>,
@@ -267,6 +726,7 @@ struct Props {
     stage: String,
     message: String,
     error_name: String,
+    result: HashMap<String, OwnedVariant>,
 }
 
 struct Job {
@@ -330,6 +790,14 @@ impl Job {
     #[zbus(property)]
     fn error_name(&self) -> String {
         self.props.error_name.clone()
+    }
+    #[zbus(property)]
+    fn result(&self) -> HashMap<String, OwnedVariant> {
+        self.props
+            .result
+            .iter()
+            .map(|(k, v)| (k.clone(), v.try_clone().unwrap()))
+            .collect()
     }
 
     fn cancel(&self, #[zbus(header)] h: Header<'_>) {
@@ -433,11 +901,79 @@ async fn drive(
         .unwrap();
 }
 
+/// Runs a job's work: progress, a log line, then the work's end or a cancellation.
+async fn drive_work(conn: Connection, path: OwnedObjectPath, work: Work, cancel: Arc<Notify>) {
+    let job = conn
+        .object_server()
+        .interface::<_, Job>(path.as_str())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    {
+        let mut j = job.get_mut().await;
+        j.props.stage = "working".into();
+        j.props.message = "half way".into();
+        j.props.progress = 0.5;
+        j.props.progress_valid = true;
+        let e = job.signal_emitter();
+        j.stage_changed(e).await.unwrap();
+        j.message_changed(e).await.unwrap();
+        j.progress_changed(e).await.unwrap();
+        j.progress_valid_changed(e).await.unwrap();
+        j.log_line("working on it");
+    }
+    let outcome = tokio::select! {
+        o = work => o,
+        _ = cancel.notified() => Err((
+            "org.pibuilder.PiBuilder1.Error.Cancelled",
+            "cancelled on request".to_owned(),
+        )),
+    };
+    let mut j = job.get_mut().await;
+    let (state, message) = match outcome {
+        Ok((result, message)) => {
+            j.props.result = result;
+            ("succeeded", message)
+        }
+        Err((error, message)) => {
+            j.props.error_name = error.into();
+            let state = if error.ends_with(".Cancelled") {
+                "cancelled"
+            } else {
+                "failed"
+            };
+            (state, message)
+        }
+    };
+    j.props.state = state.into();
+    j.props.message = message.clone();
+    let e = job.signal_emitter();
+    j.result_changed(e).await.unwrap();
+    j.error_name_changed(e).await.unwrap();
+    j.message_changed(e).await.unwrap();
+    j.state_changed(e).await.unwrap();
+    j.log_line("last words");
+    j.sinks.clear();
+    Job::completed(e, state == "succeeded", &message)
+        .await
+        .unwrap();
+}
+
 impl Job {
     fn log_line(&mut self, line: &str) {
         self.log.push(line.to_owned());
         for sink in &mut self.sinks {
             let _ = writeln!(sink, "{line}");
         }
+    }
+}
+
+/// Writes `stages` (name, Dockerfile.part text) under `dir`, each with a file it could COPY.
+pub fn write_stages(dir: &std::path::Path, stages: &[(&str, &str)]) {
+    for (name, part) in stages {
+        let stage = dir.join(name);
+        std::fs::create_dir_all(stage.join("files")).unwrap();
+        std::fs::write(stage.join("Dockerfile.part"), part).unwrap();
+        std::fs::write(stage.join("files/motd"), format!("{name}\n")).unwrap();
     }
 }

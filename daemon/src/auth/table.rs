@@ -54,6 +54,48 @@ pub const TABLE: &[(&str, &str, Requirement)] = &[
         Requirement::Action(actions::BINFMT),
     ),
     (
+        MANAGER_INTERFACE,
+        "ListBases",
+        Requirement::Action(actions::INSPECT),
+    ),
+    (
+        MANAGER_INTERFACE,
+        "ListImages",
+        Requirement::Action(actions::INSPECT),
+    ),
+    (
+        MANAGER_INTERFACE,
+        "FetchBase",
+        Requirement::Action(actions::BUILD),
+    ),
+    (
+        MANAGER_INTERFACE,
+        "ImportBase",
+        Requirement::Action(actions::BUILD),
+    ),
+    (
+        MANAGER_INTERFACE,
+        "Build",
+        Requirement::Action(actions::BUILD),
+    ),
+    // RemoveImage, Clean and Shell also check ownership of what they touch: someone else's
+    // image needs org.pibuilder.manage on top (see images::authorize_owner).
+    (
+        MANAGER_INTERFACE,
+        "RemoveImage",
+        Requirement::Action(actions::BUILD),
+    ),
+    (
+        MANAGER_INTERFACE,
+        "Clean",
+        Requirement::Action(actions::BUILD),
+    ),
+    (
+        MANAGER_INTERFACE,
+        "Shell",
+        Requirement::Action(actions::BUILD),
+    ),
+    (
         JOB_INTERFACE,
         "Cancel",
         Requirement::JobOwnerOr(actions::MANAGE),

@@ -10,11 +10,11 @@ use pib_dbus_interfaces::DBusError;
 use zbus::message::Header;
 use zbus::names::InterfaceName;
 use zbus::object_server::SignalEmitter;
-use zbus::{interface, OwnedObjectPath, Variant};
+use zbus::{interface, OwnedObjectPath, OwnedVariant, Variant};
 
 use super::Daemon;
 use crate::jobs::log::checked_log_fd;
-use crate::jobs::{prop, Job, JobStatus};
+use crate::jobs::{prop, Job, JobStatus, ResultValue};
 
 /// At most this many PropertiesChanged signals per second per job.
 const THROTTLE: Duration = Duration::from_millis(250);
@@ -89,6 +89,11 @@ impl JobObject {
     #[zbus(property)]
     fn error_name(&self) -> String {
         self.job.status().error_name
+    }
+
+    #[zbus(property)]
+    fn result(&self) -> HashMap<String, OwnedVariant> {
+        result_dict(&self.job.status().result)
     }
 
     async fn cancel(&self, #[zbus(header)] header: Header<'_>) -> Result<(), DBusError> {
@@ -201,6 +206,7 @@ async fn emit_changes(
             prop::STAGE => Variant::from(s.stage.as_str()),
             prop::MESSAGE => Variant::from(s.message.as_str()),
             prop::ERROR_NAME => Variant::from(s.error_name.as_str()),
+            prop::RESULT => Variant::from(result_dict(&s.result)),
             _ => continue,
         };
         changed.insert(name, value);
@@ -212,4 +218,21 @@ async fn emit_changes(
         std::borrow::Cow::Borrowed(&[]),
     )
     .await
+}
+
+fn result_dict(
+    result: &std::collections::BTreeMap<&'static str, ResultValue>,
+) -> HashMap<String, OwnedVariant> {
+    result
+        .iter()
+        .filter_map(|(k, v)| {
+            let v = match v {
+                ResultValue::Str(s) => Variant::from(s.as_str()),
+                ResultValue::U32(n) => Variant::from(*n),
+                ResultValue::U64(n) => Variant::from(*n),
+                ResultValue::I32(n) => Variant::from(*n),
+            };
+            OwnedVariant::try_from(v).ok().map(|v| ((*k).to_owned(), v))
+        })
+        .collect()
 }

@@ -1,18 +1,54 @@
 //! `org.pibuilder.PiBuilder1.Manager` at `/org/pibuilder/PiBuilder1`.
 
 use std::collections::HashMap;
+use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
 use pib_dbus_interfaces::actions;
 use pib_dbus_interfaces::names::job_path;
-use pib_dbus_interfaces::types::{options as opt, status as key, Operation};
+use pib_dbus_interfaces::types::{image as img, options as opt, result, status as key, Operation};
 use pib_dbus_interfaces::DBusError;
 use zbus::message::Header;
 use zbus::{interface, OwnedObjectPath, OwnedVariant};
 
 use super::options::Options;
 use super::{job_object, variant, Daemon};
+use crate::auth::Caller;
+use crate::base::service as base;
 use crate::binfmt::service::{self as binfmt, BinfmtRequest};
+use crate::build::request::{self, BuildRequest};
+use crate::fdio::{self, Access, CheckedFd, Kinds};
+use crate::images::{self, ImageInfo};
+use crate::jobs::{JobHandle, Outcome};
+use crate::shell::{ShellFds, ShellRequest};
+
+/// Takes a caller's fd off the message and checks it (before authorization).
+fn caller_fd(
+    fd: zbus::Fd<'_>,
+    what: &'static str,
+    access: Access,
+    kinds: Kinds,
+) -> Result<CheckedFd, DBusError> {
+    let fd: OwnedFd = fd
+        .try_to_owned()
+        .and_then(OwnedFd::try_from)
+        .map_err(|e| DBusError::InvalidArgs(format!("cannot take the {what} descriptor: {e}")))?;
+    fdio::check(fd, what, access, kinds).map_err(|e| DBusError::InvalidArgs(e.to_string()))
+}
+
+fn image_dict(i: &ImageInfo) -> Result<HashMap<String, OwnedVariant>, DBusError> {
+    Ok(HashMap::from([
+        (img::NAME.to_owned(), variant(i.name.as_str())?),
+        (img::ID.to_owned(), variant(i.id.as_str())?),
+        (img::OWNER_UID.to_owned(), variant(i.owner_uid)?),
+        (img::DISTRO.to_owned(), variant(i.distro.as_str())?),
+        (img::ARCH.to_owned(), variant(i.arch.as_str())?),
+        (img::BOARD.to_owned(), variant(i.board.as_str())?),
+        (img::STAGES.to_owned(), variant(i.stages.clone())?),
+        (img::CREATED.to_owned(), variant(i.created_us)?),
+        (img::SIZE.to_owned(), variant(i.size)?),
+    ]))
+}
 
 pub struct Manager {
     ctx: Arc<Daemon>,
@@ -21,6 +57,50 @@ pub struct Manager {
 impl Manager {
     pub fn new(ctx: Arc<Daemon>) -> Manager {
         Manager { ctx }
+    }
+
+    /// Creates a job for `caller`, exports it and runs `work` in the background.
+    async fn start_job<F, Fut>(
+        &self,
+        operation: Operation,
+        caller: &Caller,
+        work: F,
+    ) -> Result<OwnedObjectPath, DBusError>
+    where
+        F: FnOnce(Arc<Daemon>, JobHandle) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<Outcome, DBusError>> + Send + 'static,
+    {
+        let job = self.ctx.jobs.create(operation, caller.uid);
+        let path = job_object::export(&self.ctx, job.clone()).await?;
+        let ctx = self.ctx.clone();
+        self.ctx.jobs.run(job, move |handle| work(ctx, handle));
+        Ok(path)
+    }
+
+    /// Whether the caller may act on something `owner_uid` made: their own, root, or with
+    /// org.pibuilder.manage (checked without prompting).
+    async fn may_touch(&self, header: &Header<'_>, caller: &Caller, owner_uid: u32) -> bool {
+        caller.uid == owner_uid
+            || caller.uid == 0
+            || self.ctx.auth.holds(header, actions::MANAGE).await
+    }
+
+    async fn docker(&self) -> Result<bollard::Docker, DBusError> {
+        crate::docker::connect(&self.ctx.config.docker_socket)
+            .await
+            .map_err(|e| DBusError::DockerUnavailable(e.to_string()))
+    }
+
+    /// Finds an image the caller may use.
+    async fn image_for(
+        &self,
+        header: &Header<'_>,
+        caller: &Caller,
+        name: &str,
+    ) -> Result<ImageInfo, DBusError> {
+        let docker = self.docker().await?;
+        let any = caller.uid == 0 || self.ctx.auth.holds(header, actions::MANAGE).await;
+        images::find(&docker, caller.uid, name, any).await
     }
 
     async fn binfmt_job(
@@ -37,13 +117,12 @@ impl Manager {
             .auth
             .authorize(header, None, &[("arch", &arches)])
             .await?;
-        let job = self.ctx.jobs.create(operation, caller.uid);
-        let path = job_object::export(&self.ctx, job.clone()).await?;
-        let ctx = self.ctx.clone();
-        self.ctx.jobs.run(job, move |handle| async move {
-            binfmt::run(&ctx, operation, request, handle).await
-        });
-        Ok(path)
+        self.start_job(operation, &caller, move |ctx, handle| async move {
+            binfmt::run(&ctx, operation, request, handle)
+                .await
+                .map(Outcome::new)
+        })
+        .await
     }
 }
 
@@ -122,5 +201,203 @@ impl Manager {
                     .map_err(|e| DBusError::Failed(e.to_string()))
             })
             .collect()
+    }
+
+    #[zbus(out_args("bases"))]
+    async fn list_bases(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<Vec<HashMap<String, OwnedVariant>>, DBusError> {
+        self.ctx.activity.touch();
+        self.ctx.auth.authorize(&header, None, &[]).await?;
+        base::list_dicts(&self.ctx).await
+    }
+
+    #[zbus(out_args("job"))]
+    async fn fetch_base(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        options: HashMap<String, OwnedVariant>,
+    ) -> Result<OwnedObjectPath, DBusError> {
+        self.ctx.activity.touch();
+        let request = base::FetchRequest::parse(&Options::new(options, base::FETCH_KEYS)?)?;
+        let caller = self
+            .ctx
+            .auth
+            .authorize(&header, None, &[("base", &request.describe())])
+            .await?;
+        self.start_job(Operation::FetchBase, &caller, move |ctx, job| async move {
+            base::fetch_job(&ctx, request, job).await
+        })
+        .await
+    }
+
+    #[zbus(out_args("job"))]
+    async fn import_base(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        tarball: zbus::Fd<'_>,
+        options: HashMap<String, OwnedVariant>,
+    ) -> Result<OwnedObjectPath, DBusError> {
+        self.ctx.activity.touch();
+        let tarball = caller_fd(tarball, "tarball", Access::Read, Kinds::PIPE_OR_FILE)?;
+        let request = base::ImportRequest::parse(&Options::new(options, base::IMPORT_KEYS)?)?;
+        let caller = self
+            .ctx
+            .auth
+            .authorize(&header, None, &[("base", &request.describe())])
+            .await?;
+        self.start_job(Operation::ImportBase, &caller, move |ctx, job| async move {
+            base::import_job(&ctx, request, tarball, job).await
+        })
+        .await
+    }
+
+    #[zbus(out_args("job"))]
+    async fn build(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        context: zbus::Fd<'_>,
+        options: HashMap<String, OwnedVariant>,
+    ) -> Result<OwnedObjectPath, DBusError> {
+        self.ctx.activity.touch();
+        let context = caller_fd(context, "context", Access::Read, Kinds::PIPE_OR_FILE)?;
+        let request = BuildRequest::parse(&Options::new(options, request::KEYS)?)?;
+        let caller = self
+            .ctx
+            .auth
+            .authorize(&header, None, &[("name", &request.name)])
+            .await?;
+        let owner = caller.uid;
+        self.start_job(Operation::Build, &caller, move |ctx, job| async move {
+            crate::build::run::run(&ctx, request, context, owner, job).await
+        })
+        .await
+    }
+
+    #[zbus(out_args("images"))]
+    async fn list_images(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<Vec<HashMap<String, OwnedVariant>>, DBusError> {
+        self.ctx.activity.touch();
+        let caller = self.ctx.auth.authorize(&header, None, &[]).await?;
+        let see_all = caller.uid == 0 || self.ctx.auth.holds(&header, actions::MANAGE).await;
+        let docker = self.docker().await?;
+        images::list(&docker, (!see_all).then_some(caller.uid))
+            .await?
+            .iter()
+            .map(image_dict)
+            .collect()
+    }
+
+    async fn remove_image(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        name: String,
+    ) -> Result<(), DBusError> {
+        self.ctx.activity.touch();
+        images::check_image_name(name.rsplit('/').next().unwrap_or(&name))?;
+        let caller = self
+            .ctx
+            .auth
+            .authorize(&header, None, &[("name", &name)])
+            .await?;
+        // Others' images are only found for root and holders of org.pibuilder.manage.
+        let image = self.image_for(&header, &caller, &name).await?;
+        images::remove(&self.docker().await?, &image).await
+    }
+
+    #[zbus(out_args("job"))]
+    async fn clean(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        options: HashMap<String, OwnedVariant>,
+    ) -> Result<OwnedObjectPath, DBusError> {
+        self.ctx.activity.touch();
+        let options = Options::new(options, &[opt::ALL_USERS, opt::BASES])?;
+        let (all_users, bases) = (options.flag(opt::ALL_USERS)?, options.flag(opt::BASES)?);
+        let caller = self.ctx.auth.authorize(&header, None, &[]).await?;
+        if (all_users || bases) && !self.may_touch(&header, &caller, u32::MAX).await {
+            return Err(DBusError::NotAuthorized(
+                "cleaning other users' images or the shared bases needs org.pibuilder.manage"
+                    .into(),
+            ));
+        }
+        let uid = caller.uid;
+        self.start_job(Operation::Clean, &caller, move |ctx, job| async move {
+            let docker = crate::docker::connect(&ctx.config.docker_socket)
+                .await
+                .map_err(|e| DBusError::DockerUnavailable(e.to_string()))?;
+            let mut removed = 0u32;
+            for image in images::list(&docker, (!all_users).then_some(uid)).await? {
+                job.check_cancelled()?;
+                match images::remove(&docker, &image).await {
+                    Ok(()) => {
+                        removed += 1;
+                        job.log(format!("removed {} (user {})", image.name, image.owner_uid));
+                    }
+                    Err(e) => job.log(format!("kept {}: {}", image.name, e.message())),
+                }
+            }
+            if bases {
+                removed += images::remove_labelled(&docker, crate::base::labels::BASE).await?;
+            }
+            let (pruned, reclaimed) = images::prune_untagged(&docker).await?;
+            removed += pruned;
+            Ok(Outcome::new(format!(
+                "removed {removed} images, reclaimed {reclaimed} bytes"
+            ))
+            .with(result::REMOVED, removed)
+            .with(result::RECLAIMED, reclaimed))
+        })
+        .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    #[zbus(out_args("job"))]
+    async fn shell(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        name: String,
+        command: Vec<String>,
+        stdin: zbus::Fd<'_>,
+        stdout: zbus::Fd<'_>,
+        stderr: zbus::Fd<'_>,
+        options: HashMap<String, OwnedVariant>,
+    ) -> Result<OwnedObjectPath, DBusError> {
+        self.ctx.activity.touch();
+        let fds = ShellFds {
+            stdin: caller_fd(stdin, "stdin", Access::Read, Kinds::STREAM)?,
+            stdout: caller_fd(stdout, "stdout", Access::Write, Kinds::STREAM)?,
+            stderr: caller_fd(stderr, "stderr", Access::Write, Kinds::STREAM)?,
+        };
+        let options = Options::new(options, &[opt::TTY, opt::ROWS, opt::COLS])?;
+        if command.len() > 4096 || command.iter().any(|a| a.contains('\0') || a.len() > 65536) {
+            return Err(DBusError::InvalidArgs(
+                "the command has too many or too long arguments, or a NUL byte".into(),
+            ));
+        }
+        let clamp = |v: Option<u32>| v.unwrap_or(0).min(u32::from(u16::MAX)) as u16;
+        let request = ShellRequest {
+            command,
+            tty: options.flag(opt::TTY)?,
+            rows: clamp(options.u32(opt::ROWS)?),
+            cols: clamp(options.u32(opt::COLS)?),
+        };
+        images::check_image_name(name.rsplit('/').next().unwrap_or(&name))?;
+        let caller = self
+            .ctx
+            .auth
+            .authorize(&header, None, &[("name", &name)])
+            .await?;
+        let image = self.image_for(&header, &caller, &name).await?;
+        self.start_job(Operation::Shell, &caller, move |ctx, job| async move {
+            let docker = crate::docker::connect(&ctx.config.docker_socket)
+                .await
+                .map_err(|e| DBusError::DockerUnavailable(e.to_string()))?;
+            crate::shell::run(&docker, &image, request, fds, &job).await
+        })
+        .await
     }
 }

@@ -53,6 +53,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     conn.object_server()
         .at(MANAGER_PATH, manager::Manager::new(ctx.clone()))
         .await?;
+    reap_leftovers(&ctx);
 
     match conn
         .request_name_with_flags(BUS_NAME, RequestNameFlags::DO_NOT_QUEUE)
@@ -95,6 +96,32 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     // Let replies and final signals of the last calls leave the socket.
     tokio::time::sleep(Duration::from_millis(200)).await;
     Ok(())
+}
+
+/// Crash-only (DESIGN §3 rule 7): whatever a killed predecessor left, this start removes.
+fn reap_leftovers(ctx: &Daemon) {
+    let reaped = crate::workdir::reap_stale(&ctx.config.state_dir);
+    if reaped > 0 {
+        tracing::info!("removed {reaped} work directories of an earlier run");
+    }
+    let socket = ctx.config.docker_socket.clone();
+    let config = ctx.config.clone();
+    // Docker may be slow or absent; that must not delay serving the bus.
+    tokio::spawn(async move {
+        let Ok(docker) = crate::docker::connect(&socket).await else {
+            return;
+        };
+        match crate::shell::reap_leftovers(&docker).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!("removed {n} shell containers of an earlier run"),
+            Err(e) => tracing::warn!("cannot look for leftover containers: {e}"),
+        }
+        match crate::base::reap(&docker, &crate::base::service::config_from(&config)).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!("removed {n} unfinished base imports of an earlier run"),
+            Err(e) => tracing::warn!("cannot look for unfinished base imports: {e}"),
+        }
+    });
 }
 
 /// Wraps a value for an `a{sv}` reply.

@@ -51,6 +51,75 @@ impl Options {
     }
 }
 
+impl Options {
+    fn wrong_type(key: &str, expected: &str, got: &Variant<'_>) -> DBusError {
+        DBusError::InvalidArgs(format!(
+            "option {key:?} must be {expected}, not {}",
+            got.value_signature()
+        ))
+    }
+
+    /// A boolean option, `false` when absent.
+    pub fn flag(&self, key: &str) -> Result<bool, DBusError> {
+        match self.map.get(key).map(|v| &**v) {
+            None => Ok(false),
+            Some(Variant::Bool(b)) => Ok(*b),
+            Some(other) => Err(Self::wrong_type(key, "a boolean (b)", other)),
+        }
+    }
+
+    /// An unsigned option, `None` when absent.
+    pub fn u32(&self, key: &str) -> Result<Option<u32>, DBusError> {
+        match self.map.get(key).map(|v| &**v) {
+            None => Ok(None),
+            Some(Variant::U32(n)) => Ok(Some(*n)),
+            Some(other) => Err(Self::wrong_type(key, "an unsigned integer (u)", other)),
+        }
+    }
+
+    /// A string-array option, `None` when absent; at most `max` items.
+    pub fn strings(&self, key: &str, max: usize) -> Result<Option<Vec<String>>, DBusError> {
+        let Some(v) = self.map.get(key) else {
+            return Ok(None);
+        };
+        let items: Vec<String> = Vec::try_from(
+            v.try_clone()
+                .map_err(|e| DBusError::InvalidArgs(format!("option {key:?}: {e}")))?,
+        )
+        .map_err(|_| Self::wrong_type(key, "an array of strings (as)", v))?;
+        if items.len() > max {
+            return Err(DBusError::InvalidArgs(format!(
+                "option {key:?} has {} items; at most {max} are allowed",
+                items.len()
+            )));
+        }
+        Ok(Some(items))
+    }
+
+    /// A string-to-string dictionary option, `None` when absent; at most `max` entries.
+    pub fn string_map(
+        &self,
+        key: &str,
+        max: usize,
+    ) -> Result<Option<std::collections::BTreeMap<String, String>>, DBusError> {
+        let Some(v) = self.map.get(key) else {
+            return Ok(None);
+        };
+        let map: HashMap<String, String> = HashMap::try_from(
+            v.try_clone()
+                .map_err(|e| DBusError::InvalidArgs(format!("option {key:?}: {e}")))?,
+        )
+        .map_err(|_| Self::wrong_type(key, "a dictionary of strings (a{ss})", v))?;
+        if map.len() > max {
+            return Err(DBusError::InvalidArgs(format!(
+                "option {key:?} has {} entries; at most {max} are allowed",
+                map.len()
+            )));
+        }
+        Ok(Some(map.into_iter().collect()))
+    }
+}
+
 /// Keeps error messages short when a caller sends a huge key.
 fn truncate(s: &str) -> &str {
     match s.char_indices().nth(64) {
@@ -96,6 +165,36 @@ mod tests {
         assert_eq!(o.string("arch").unwrap().as_deref(), Some("arm"));
         let o = Options::new(HashMap::new(), &["arch"]).unwrap();
         assert_eq!(o.string("arch").unwrap(), None);
+    }
+
+    #[test]
+    fn typed_accessors_check_their_types() {
+        let o = Options::new(
+            opts(&[
+                ("no_cache", Variant::from(true)),
+                ("rows", Variant::from(24u32)),
+                ("stages", Variant::from(vec!["__init__", "os"])),
+                ("args", Variant::from(HashMap::from([("K", "v")]))),
+                ("bad", Variant::from(vec![1u32, 2])),
+            ]),
+            &["no_cache", "rows", "stages", "args", "bad"],
+        )
+        .unwrap();
+        assert!(o.flag("no_cache").unwrap());
+        assert!(!o.flag("absent").unwrap());
+        assert_eq!(o.u32("rows").unwrap(), Some(24));
+        assert_eq!(
+            o.strings("stages", 10).unwrap().unwrap(),
+            ["__init__", "os"]
+        );
+        assert!(o.strings("stages", 1).is_err(), "count bound");
+        assert_eq!(o.string_map("args", 5).unwrap().unwrap()["K"], "v");
+        for key in ["no_cache", "rows", "args"] {
+            assert!(o.strings(key, 10).is_err(), "{key} as strings");
+        }
+        assert!(o.strings("bad", 10).is_err());
+        assert!(o.flag("rows").is_err());
+        assert!(o.string_map("stages", 5).is_err());
     }
 
     #[test]

@@ -2,13 +2,14 @@
 //! file descriptors that clients attach.
 
 use std::collections::VecDeque;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use rustix::fs::{FileType, OFlags};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::broadcast;
+
+use crate::fdio::{self, Access, CheckedFd, FdError, FdWriter, Kinds};
 
 /// Backlog kept per job; older lines are dropped first (a note says how many).
 const MAX_BACKLOG_BYTES: usize = 4 << 20;
@@ -35,41 +36,19 @@ pub struct JobLog {
     tx: broadcast::Sender<Event>,
 }
 
-/// Why a descriptor cannot receive a log.
-#[derive(Debug, thiserror::Error, PartialEq)]
-pub enum LogFdError {
-    #[error("the log descriptor is an O_PATH descriptor; pass one opened for writing")]
-    PathOnly,
-    #[error("the log descriptor is not open for writing")]
-    NotWritable,
-    #[error("the log descriptor is {0}; pass a pipe or a regular file")]
-    WrongKind(&'static str),
-    #[error("the log pipe has no reader")]
-    NoReader,
-    #[error("cannot use the log descriptor: {0}")]
-    Io(String),
+/// Writes one line, bounded by the stall timeout.
+async fn write_line(sink: &mut FdWriter, line: &str) -> std::io::Result<()> {
+    let mut buf = Vec::with_capacity(line.len() + 1);
+    buf.extend_from_slice(line.as_bytes());
+    buf.push(b'\n');
+    tokio::time::timeout(STALL_TIMEOUT, sink.write_all(&buf))
+        .await
+        .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
 }
 
-enum Sink {
-    Pipe(tokio::net::unix::pipe::Sender),
-    File(tokio::fs::File),
-}
-
-impl Sink {
-    async fn write_line(&mut self, line: &str) -> std::io::Result<()> {
-        let mut buf = Vec::with_capacity(line.len() + 1);
-        buf.extend_from_slice(line.as_bytes());
-        buf.push(b'\n');
-        let write = async {
-            match self {
-                Sink::Pipe(p) => p.write_all(&buf).await,
-                Sink::File(f) => f.write_all(&buf).await,
-            }
-        };
-        tokio::time::timeout(STALL_TIMEOUT, write)
-            .await
-            .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
-    }
+/// Checks a caller's log descriptor (before authorization; see [`fdio::check`]).
+pub fn checked_log_fd(fd: OwnedFd) -> Result<CheckedFd, FdError> {
+    fdio::check(fd, "log", Access::Write, Kinds::PIPE_OR_FILE)
 }
 
 impl Default for JobLog {
@@ -144,12 +123,12 @@ impl JobLog {
 
     /// Streams the log into `fd` in the background: backlog first, then new lines until the
     /// job ends; the descriptor is closed at the end.
-    pub fn attach(&self, fd: CheckedLogFd) -> Result<(), LogFdError> {
-        let mut sink = open_sink(fd)?;
+    pub fn attach(&self, fd: CheckedFd) -> Result<(), FdError> {
+        let mut sink = fd.into_async_writer()?;
         let (backlog, mut rx) = self.subscribe_events();
         tokio::spawn(async move {
             for line in backlog {
-                if sink.write_line(&line).await.is_err() {
+                if write_line(&mut sink, &line).await.is_err() {
                     return;
                 }
             }
@@ -162,7 +141,7 @@ impl JobLog {
                         format!("[{n} log lines skipped: reader too slow]").into()
                     }
                 };
-                if sink.write_line(&line).await.is_err() {
+                if write_line(&mut sink, &line).await.is_err() {
                     return;
                 }
             }
@@ -171,67 +150,10 @@ impl JobLog {
     }
 }
 
-/// A descriptor that passed [`checked_log_fd`].
-pub struct CheckedLogFd {
-    fd: OwnedFd,
-    kind: FileType,
-}
-
-/// Checks what a caller passed as a log descriptor, without writing to or reopening it, so
-/// that bad input is refused before anyone is asked for a password.
-pub fn checked_log_fd(fd: OwnedFd) -> Result<CheckedLogFd, LogFdError> {
-    let flags = rustix::fs::fcntl_getfl(&fd).map_err(|e| LogFdError::Io(e.to_string()))?;
-    if flags.contains(OFlags::PATH) {
-        return Err(LogFdError::PathOnly);
-    }
-    let mode = flags & OFlags::RWMODE;
-    if mode != OFlags::WRONLY && mode != OFlags::RDWR {
-        return Err(LogFdError::NotWritable);
-    }
-    let stat = rustix::fs::fstat(&fd).map_err(|e| LogFdError::Io(e.to_string()))?;
-    let kind = FileType::from_raw_mode(stat.st_mode);
-    match kind {
-        FileType::Fifo | FileType::RegularFile => Ok(CheckedLogFd { fd, kind }),
-        FileType::Directory => Err(LogFdError::WrongKind("a directory")),
-        FileType::Socket => Err(LogFdError::WrongKind("a socket")),
-        FileType::CharacterDevice => Err(LogFdError::WrongKind("a character device")),
-        FileType::BlockDevice => Err(LogFdError::WrongKind("a block device")),
-        _ => Err(LogFdError::WrongKind("not a pipe or regular file")),
-    }
-}
-
-/// Turns a checked descriptor into something we can write without blocking the daemon.
-fn open_sink(checked: CheckedLogFd) -> Result<Sink, LogFdError> {
-    let CheckedLogFd { fd, kind } = checked;
-    match kind {
-        FileType::Fifo => {
-            // Setting O_NONBLOCK on the caller's descriptor would change it for the caller too
-            // (it may be their stdout); reopening through /proc gives us a description of our
-            // own on the same pipe.
-            let own = format!("/proc/self/fd/{}", fd.as_fd().as_raw_fd());
-            let reopened = rustix::fs::open(
-                own.as_str(),
-                OFlags::WRONLY | OFlags::NONBLOCK | OFlags::CLOEXEC,
-                rustix::fs::Mode::empty(),
-            )
-            .map_err(|e| match e {
-                rustix::io::Errno::NXIO => LogFdError::NoReader,
-                e => LogFdError::Io(e.to_string()),
-            })?;
-            drop(fd);
-            let sender = tokio::net::unix::pipe::Sender::from_owned_fd(reopened)
-                .map_err(|e| LogFdError::Io(e.to_string()))?;
-            Ok(Sink::Pipe(sender))
-        }
-        _ => Ok(Sink::File(tokio::fs::File::from_std(std::fs::File::from(
-            fd,
-        )))),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rustix::fs::OFlags;
     use std::io::Read;
 
     fn read_all(r: OwnedFd) -> String {
@@ -288,17 +210,20 @@ mod tests {
 
     #[tokio::test]
     async fn refuses_what_is_not_a_writable_pipe_or_file() {
-        let check = |fd: OwnedFd| checked_log_fd(fd).err().unwrap();
+        let kind = |fd: OwnedFd| match checked_log_fd(fd).err().unwrap() {
+            FdError::WrongKind { kind, .. } => kind,
+            FdError::WrongAccess { .. } => "read-only",
+            FdError::PathOnly { .. } => "O_PATH",
+            FdError::Io { .. } => "io",
+        };
         let (r, _w) = rustix::pipe::pipe().unwrap();
-        assert_eq!(check(r), LogFdError::NotWritable);
-        let dir = rustix::fs::open(".", OFlags::RDONLY | OFlags::DIRECTORY, 0.into()).unwrap();
-        assert_eq!(check(dir), LogFdError::NotWritable);
+        assert_eq!(kind(r), "read-only");
         let dir = rustix::fs::open(".", OFlags::PATH, 0.into()).unwrap();
-        assert_eq!(check(dir), LogFdError::PathOnly);
+        assert_eq!(kind(dir), "O_PATH");
         let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
-        assert_eq!(check(OwnedFd::from(a)), LogFdError::WrongKind("a socket"));
+        assert_eq!(kind(OwnedFd::from(a)), "a socket");
         let null = rustix::fs::open("/dev/null", OFlags::WRONLY, 0.into()).unwrap();
-        assert_eq!(check(null), LogFdError::WrongKind("a character device"));
+        assert_eq!(kind(null), "a character device");
     }
 
     #[tokio::test]

@@ -34,6 +34,73 @@ pub mod prop {
     pub const STAGE: &str = "Stage";
     pub const MESSAGE: &str = "Message";
     pub const ERROR_NAME: &str = "ErrorName";
+    pub const RESULT: &str = "Result";
+}
+
+/// A value in a job's `Result` dictionary.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ResultValue {
+    Str(String),
+    U32(u32),
+    U64(u64),
+    I32(i32),
+}
+
+impl From<&str> for ResultValue {
+    fn from(s: &str) -> Self {
+        ResultValue::Str(s.to_owned())
+    }
+}
+
+impl From<String> for ResultValue {
+    fn from(s: String) -> Self {
+        ResultValue::Str(s)
+    }
+}
+
+impl From<u32> for ResultValue {
+    fn from(v: u32) -> Self {
+        ResultValue::U32(v)
+    }
+}
+
+impl From<u64> for ResultValue {
+    fn from(v: u64) -> Self {
+        ResultValue::U64(v)
+    }
+}
+
+impl From<i32> for ResultValue {
+    fn from(v: i32) -> Self {
+        ResultValue::I32(v)
+    }
+}
+
+/// What a successful worker returns: the final message and the job's `Result`.
+#[derive(Debug, Clone, Default)]
+pub struct Outcome {
+    pub message: String,
+    pub result: BTreeMap<&'static str, ResultValue>,
+}
+
+impl Outcome {
+    pub fn new(message: impl Into<String>) -> Outcome {
+        Outcome {
+            message: message.into(),
+            result: BTreeMap::new(),
+        }
+    }
+
+    pub fn with(mut self, key: &'static str, value: impl Into<ResultValue>) -> Outcome {
+        self.result.insert(key, value.into());
+        self
+    }
+}
+
+impl From<String> for Outcome {
+    fn from(message: String) -> Outcome {
+        Outcome::new(message)
+    }
 }
 
 /// The mutable part of a job, as exposed in its properties.
@@ -49,6 +116,7 @@ pub struct JobStatus {
     pub stage: String,
     pub message: String,
     pub error_name: String,
+    pub result: BTreeMap<&'static str, ResultValue>,
 }
 
 struct Tracked {
@@ -94,6 +162,7 @@ impl Job {
                     stage: String::new(),
                     message: String::new(),
                     error_name: String::new(),
+                    result: BTreeMap::new(),
                 },
                 dirty: BTreeSet::new(),
                 rate: RateEstimator::default(),
@@ -137,14 +206,15 @@ impl Job {
         self.changed.notify_one();
     }
 
-    fn finish(&self, result: Result<String, DBusError>) {
+    fn finish(&self, result: Result<Outcome, DBusError>) {
         let cancelled = self.cancel.is_cancelled();
         self.update(|t| {
             let s = &mut t.status;
             match result {
-                Ok(message) => {
+                Ok(outcome) => {
                     s.state = JobState::Succeeded;
-                    s.message = message;
+                    s.message = outcome.message;
+                    s.result = outcome.result;
                     if s.progress_valid {
                         s.progress = 1.0;
                     }
@@ -175,6 +245,7 @@ impl Job {
                 prop::PROGRESS,
                 prop::RATE,
                 prop::EXPECTED_END_TIME,
+                prop::RESULT,
             ]);
         });
         self.log.close();
@@ -258,6 +329,11 @@ impl JobHandle {
         self.0.cancel.is_cancelled()
     }
 
+    /// The job's cancellation, for libraries that take a token.
+    pub fn cancel_token(&self) -> CancellationToken {
+        self.0.cancel.clone()
+    }
+
     /// Resolves when the job is asked to stop.
     pub async fn cancelled(&self) {
         self.0.cancel.cancelled().await
@@ -310,23 +386,24 @@ impl JobRegistry {
     }
 
     /// Runs `work` for `job` in the background; its result becomes the job's final state.
-    pub fn run<F, Fut>(&self, job: Arc<Job>, work: F)
+    pub fn run<F, Fut, O>(&self, job: Arc<Job>, work: F)
     where
         F: FnOnce(JobHandle) -> Fut + Send + 'static,
-        Fut: Future<Output = Result<String, DBusError>> + Send + 'static,
+        Fut: Future<Output = Result<O, DBusError>> + Send + 'static,
+        O: Into<Outcome> + Send + 'static,
     {
         let activity = self.inner.activity.clone();
         let handle = JobHandle(job.clone());
         tokio::spawn(async move {
             // The worker runs in its own task so a panic in it fails the job instead of
             // leaving it running forever.
-            let result = match tokio::spawn(work(handle)).await {
-                Ok(result) => result,
+            let result: Result<Outcome, DBusError> = match tokio::spawn(work(handle)).await {
+                Ok(result) => result.map(Into::into),
                 Err(e) => Err(DBusError::Failed(format!("internal error: {e}"))),
             };
             match &result {
-                Ok(m) => {
-                    tracing::info!(JOB_ID = job.id, OPERATION = %job.operation, "job succeeded: {m}")
+                Ok(o) => {
+                    tracing::info!(JOB_ID = job.id, OPERATION = %job.operation, "job succeeded: {}", o.message)
                 }
                 Err(e) => {
                     tracing::warn!(JOB_ID = job.id, OPERATION = %job.operation, "job ended: {}: {}", e.short_name(), e.message())
@@ -371,7 +448,9 @@ mod tests {
         reg.run(job.clone(), |h| async move {
             h.set_stage("step");
             h.log("hello");
-            Ok("all done".to_string())
+            Ok(Outcome::new("all done")
+                .with("image", "x")
+                .with("steps", 3u32))
         });
         while job.state() == JobState::Running {
             job.changed().await;
@@ -381,6 +460,8 @@ mod tests {
         assert_eq!(s.message, "all done");
         assert_eq!(s.stage, "step");
         assert!(s.error_name.is_empty());
+        assert_eq!(s.result.get("image"), Some(&ResultValue::from("x")));
+        assert_eq!(s.result.get("steps"), Some(&ResultValue::U32(3)));
         assert_eq!(reg.running(), 0);
         let (backlog, _) = job.log.subscribe();
         assert_eq!(backlog.iter().map(|l| &**l).collect::<Vec<_>>(), ["hello"]);
@@ -392,7 +473,7 @@ mod tests {
         let job = reg.create(Operation::BinfmtRegister, 0);
         reg.run(job.clone(), |h| async move {
             h.cancelled().await;
-            Err(DBusError::Failed("interrupted".into()))
+            Err::<String, _>(DBusError::Failed("interrupted".into()))
         });
         job.request_cancel();
         while job.state() == JobState::Running {
