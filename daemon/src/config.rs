@@ -22,6 +22,11 @@ pub enum ConfigError {
         path: PathBuf,
         source: Box<toml::de::Error>,
     },
+    #[error("invalid [docker] section in {path}: {source}")]
+    Docker {
+        path: PathBuf,
+        source: crate::docker::EndpointError,
+    },
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -35,7 +40,8 @@ pub struct Config {
     pub interactive_auth_timeout_secs: u64,
     /// Upper bound on a polkit decision that may not prompt.
     pub auth_timeout_secs: u64,
-    pub docker_socket: PathBuf,
+    /// The Docker engine: the local socket by default, or a build host over TLS.
+    pub docker: crate::docker::DockerConfig,
     pub state_dir: PathBuf,
     /// Downloaded base tarballs and other re-creatable data.
     pub cache_dir: PathBuf,
@@ -98,7 +104,7 @@ impl Default for Config {
             job_retention_secs: 600,
             interactive_auth_timeout_secs: 300,
             auth_timeout_secs: 25,
-            docker_socket: PathBuf::from("/var/run/docker.sock"),
+            docker: crate::docker::DockerConfig::default(),
             state_dir: PathBuf::from("/var/lib/pi-builder"),
             cache_dir: PathBuf::from("/var/cache/pi-builder"),
             binfmt: BinfmtConfig::default(),
@@ -131,10 +137,19 @@ impl Config {
     }
 
     fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
-        toml::from_str(text).map_err(|source| ConfigError::Parse {
+        let config: Config = toml::from_str(text).map_err(|source| ConfigError::Parse {
             path: path.to_owned(),
             source: Box::new(source),
-        })
+        })?;
+        // A bad engine address is a configuration error, reported at start, not at first use.
+        config
+            .docker
+            .endpoint()
+            .map_err(|source| ConfigError::Docker {
+                path: path.to_owned(),
+                source,
+            })?;
+        Ok(config)
     }
 
     pub fn idle_timeout(&self) -> Option<Duration> {

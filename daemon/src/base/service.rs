@@ -111,15 +111,13 @@ pub fn config_from(c: &crate::config::Config) -> BaseConfig {
         debian_mirror: c.base.debian_mirror.clone(),
         debian_suite: c.base.debian_suite.clone(),
         cache_dir: c.cache_dir.join("bases"),
-        docker_socket: c.docker_socket.clone(),
+        docker_socket: crate::docker::socket_path(&c.docker),
         ..BaseConfig::default()
     }
 }
 
 async fn docker(ctx: &Daemon) -> Result<bollard::Docker, DBusError> {
-    crate::docker::connect(&ctx.config.docker_socket)
-        .await
-        .map_err(|e| DBusError::DockerUnavailable(e.to_string()))
+    Ok(crate::docker::connect(&ctx.config.docker).await?)
 }
 
 fn outcome(image: BaseImage) -> Outcome {

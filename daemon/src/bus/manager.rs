@@ -86,9 +86,7 @@ impl Manager {
     }
 
     async fn docker(&self) -> Result<bollard::Docker, DBusError> {
-        crate::docker::connect(&self.ctx.config.docker_socket)
-            .await
-            .map_err(|e| DBusError::DockerUnavailable(e.to_string()))
+        Ok(crate::docker::connect(&self.ctx.config.docker).await?)
     }
 
     /// Finds an image the caller may use.
@@ -142,7 +140,7 @@ impl Manager {
         self.ctx.auth.authorize(&header, None, &[]).await?;
         let mut status = HashMap::new();
         status.insert(key::VERSION.into(), variant(env!("CARGO_PKG_VERSION"))?);
-        match crate::docker::probe(&self.ctx.config.docker_socket).await {
+        match crate::docker::probe(&self.ctx.config.docker).await {
             Ok(info) => {
                 status.insert(key::DOCKER_REACHABLE.into(), variant(true)?);
                 status.insert(key::DOCKER_VERSION.into(), variant(info.version)?);
@@ -326,9 +324,7 @@ impl Manager {
         }
         let uid = caller.uid;
         self.start_job(Operation::Clean, &caller, move |ctx, job| async move {
-            let docker = crate::docker::connect(&ctx.config.docker_socket)
-                .await
-                .map_err(|e| DBusError::DockerUnavailable(e.to_string()))?;
+            let docker = crate::docker::connect(&ctx.config.docker).await?;
             let mut removed = 0u32;
             for image in images::list(&docker, (!all_users).then_some(uid)).await? {
                 job.check_cancelled()?;
@@ -393,9 +389,7 @@ impl Manager {
             .await?;
         let image = self.image_for(&header, &caller, &name).await?;
         self.start_job(Operation::Shell, &caller, move |ctx, job| async move {
-            let docker = crate::docker::connect(&ctx.config.docker_socket)
-                .await
-                .map_err(|e| DBusError::DockerUnavailable(e.to_string()))?;
+            let docker = crate::docker::connect(&ctx.config.docker).await?;
             crate::shell::run(&docker, &image, request, fds, &job).await
         })
         .await

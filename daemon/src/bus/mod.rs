@@ -104,11 +104,10 @@ fn reap_leftovers(ctx: &Daemon) {
     if reaped > 0 {
         tracing::info!("removed {reaped} work directories of an earlier run");
     }
-    let socket = ctx.config.docker_socket.clone();
     let config = ctx.config.clone();
     // Docker may be slow or absent; that must not delay serving the bus.
     tokio::spawn(async move {
-        let Ok(docker) = crate::docker::connect(&socket).await else {
+        let Ok(docker) = crate::docker::connect(&config.docker).await else {
             return;
         };
         match crate::shell::reap_leftovers(&docker).await {
