@@ -9,7 +9,7 @@ CARGO ?= cargo
 # Optional overrides scripts/install reads from the environment (empty means its default).
 export UNITDIR DBUS_POLICYDIR POLKIT_ACTIONDIR
 
-.PHONY: build dev-up test demo install lint
+.PHONY: build dev-up test demo bench install lint
 
 build:
 	$(CARGO) build --workspace
@@ -28,6 +28,11 @@ test:
 demo:
 	$(MAKE) --no-print-directory dev-up
 	scripts/demo
+
+# Times an unchanged rebuild through pib-client against docker build of the same Dockerfile and
+# cache, and writes the numbers into BENCHMARKS.md (BENCH_RUNS=N for more runs than 10).
+bench: dev-up
+	scripts/bench-build
 
 # Installs target/release by default; BIN_DIR=target/debug tries it without a release build.
 install:

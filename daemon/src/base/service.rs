@@ -117,7 +117,7 @@ pub fn config_from(c: &crate::config::Config) -> BaseConfig {
 }
 
 async fn docker(ctx: &Daemon) -> Result<bollard::Docker, DBusError> {
-    Ok(crate::docker::connect(&ctx.config.docker).await?)
+    Ok(ctx.engine.client().await?)
 }
 
 fn outcome(image: BaseImage) -> Outcome {

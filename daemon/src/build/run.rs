@@ -149,7 +149,7 @@ pub async fn run(
     let base_image = crate::base::service::for_build(ctx, &req, &job).await?;
     job.check_cancelled()?;
 
-    let docker = crate::docker::connect(&ctx.config.docker).await?;
+    let docker = ctx.engine.client().await?;
     let reference = images::reference(owner_uid, &req.name);
     let labels = HashMap::from([
         (label::RESULT.to_owned(), "1".to_owned()),

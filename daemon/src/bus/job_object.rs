@@ -177,7 +177,12 @@ async fn publish(ctx: Arc<Daemon>, job: Arc<Job>, path: OwnedObjectPath) {
             }
             break;
         }
-        tokio::time::sleep(THROTTLE).await;
+        // Throttle progress, but never the end: a fast job's final state and Completed go
+        // out as soon as it finishes.
+        tokio::select! {
+            _ = tokio::time::sleep(THROTTLE) => {}
+            _ = job.ended() => {}
+        }
     }
     tokio::time::sleep(ctx.config.job_retention()).await;
     let _ = ctx

@@ -86,7 +86,7 @@ impl Manager {
     }
 
     async fn docker(&self) -> Result<bollard::Docker, DBusError> {
-        Ok(crate::docker::connect(&self.ctx.config.docker).await?)
+        Ok(self.ctx.engine.client().await?)
     }
 
     /// Finds an image the caller may use.
@@ -140,7 +140,7 @@ impl Manager {
         self.ctx.auth.authorize(&header, None, &[]).await?;
         let mut status = HashMap::new();
         status.insert(key::VERSION.into(), variant(env!("CARGO_PKG_VERSION"))?);
-        match crate::docker::probe(&self.ctx.config.docker).await {
+        match self.ctx.engine.probe().await {
             Ok(info) => {
                 status.insert(key::DOCKER_REACHABLE.into(), variant(true)?);
                 status.insert(key::DOCKER_VERSION.into(), variant(info.version)?);
@@ -324,7 +324,7 @@ impl Manager {
         }
         let uid = caller.uid;
         self.start_job(Operation::Clean, &caller, move |ctx, job| async move {
-            let docker = crate::docker::connect(&ctx.config.docker).await?;
+            let docker = ctx.engine.client().await?;
             let mut removed = 0u32;
             for image in images::list(&docker, (!all_users).then_some(uid)).await? {
                 job.check_cancelled()?;
@@ -389,7 +389,7 @@ impl Manager {
             .await?;
         let image = self.image_for(&header, &caller, &name).await?;
         self.start_job(Operation::Shell, &caller, move |ctx, job| async move {
-            let docker = crate::docker::connect(&ctx.config.docker).await?;
+            let docker = ctx.engine.client().await?;
             crate::shell::run(&docker, &image, request, fds, &job).await
         })
         .await

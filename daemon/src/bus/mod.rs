@@ -26,6 +26,7 @@ pub struct Daemon {
     pub auth: Authorizer,
     pub jobs: JobRegistry,
     pub activity: Activity,
+    pub engine: crate::docker::Engine,
     /// binfmt_misc is one global kernel table: one job changes it at a time.
     pub binfmt_lock: tokio::sync::Mutex<()>,
 }
@@ -42,7 +43,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         Duration::from_secs(config.interactive_auth_timeout_secs),
     )
     .await?;
+    let engine = crate::docker::Engine::new(config.docker.clone());
     let ctx = Arc::new(Daemon {
+        engine,
         jobs: JobRegistry::new(activity.clone()),
         activity: activity.clone(),
         auth,
@@ -99,15 +102,15 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 }
 
 /// Crash-only (DESIGN §3 rule 7): whatever a killed predecessor left, this start removes.
-fn reap_leftovers(ctx: &Daemon) {
+fn reap_leftovers(ctx: &Arc<Daemon>) {
     let reaped = crate::workdir::reap_stale(&ctx.config.state_dir);
     if reaped > 0 {
         tracing::info!("removed {reaped} work directories of an earlier run");
     }
-    let config = ctx.config.clone();
     // Docker may be slow or absent; that must not delay serving the bus.
+    let ctx = ctx.clone();
     tokio::spawn(async move {
-        let Ok(docker) = crate::docker::connect(&config.docker).await else {
+        let Ok(docker) = ctx.engine.client().await else {
             return;
         };
         match crate::shell::reap_leftovers(&docker).await {
@@ -115,7 +118,7 @@ fn reap_leftovers(ctx: &Daemon) {
             Ok(n) => tracing::info!("removed {n} shell containers of an earlier run"),
             Err(e) => tracing::warn!("cannot look for leftover containers: {e}"),
         }
-        match crate::base::reap(&docker, &crate::base::service::config_from(&config)).await {
+        match crate::base::reap(&docker, &crate::base::service::config(&ctx)).await {
             Ok(0) => {}
             Ok(n) => tracing::info!("removed {n} unfinished base imports of an earlier run"),
             Err(e) => tracing::warn!("cannot look for unfinished base imports: {e}"),

@@ -172,9 +172,39 @@ pub async fn connect(config: &DockerConfig) -> Result<Docker, DockerError> {
     docker.negotiate_version().await.map_err(unreachable)
 }
 
-/// Asks the engine for its version.
-pub async fn probe(config: &DockerConfig) -> Result<EngineInfo, DockerError> {
-    let docker = connect(config).await?;
+/// The daemon's engine: one client, negotiated once. Negotiating asks for `/version`, which
+/// Docker 20.10 answers by running `runc --version` (10-16 ms here); doing it per call was a
+/// measurable part of a cached rebuild (BENCHMARKS.md).
+pub struct Engine {
+    config: DockerConfig,
+    client: tokio::sync::OnceCell<Docker>,
+}
+
+impl Engine {
+    pub fn new(config: DockerConfig) -> Engine {
+        Engine {
+            config,
+            client: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    /// The client; a failed first connection is retried on the next call. Later requests
+    /// reconnect by themselves (the client is a connection pool) and fail with their own error
+    /// if the engine went away.
+    pub async fn client(&self) -> Result<Docker, DockerError> {
+        self.client
+            .get_or_try_init(|| connect(&self.config))
+            .await
+            .cloned()
+    }
+
+    /// Asks the engine for its version (a live check: the engine may have stopped since).
+    pub async fn probe(&self) -> Result<EngineInfo, DockerError> {
+        probe_with(&self.client().await?, &self.config).await
+    }
+}
+
+async fn probe_with(docker: &Docker, config: &DockerConfig) -> Result<EngineInfo, DockerError> {
     let version = docker
         .version()
         .await

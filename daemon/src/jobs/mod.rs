@@ -132,6 +132,8 @@ pub struct Job {
     pub start_time_us: u64,
     tracked: Mutex<Tracked>,
     changed: Notify,
+    /// Woken when the job ends, so publishing need not wait out its throttle.
+    ended: Notify,
     cancel: CancellationToken,
     pub log: JobLog,
 }
@@ -168,6 +170,7 @@ impl Job {
                 rate: RateEstimator::default(),
             }),
             changed: Notify::new(),
+            ended: Notify::new(),
             cancel: CancellationToken::new(),
             log: JobLog::new(),
         }
@@ -193,6 +196,17 @@ impl Job {
     }
 
     /// Resolves once something changed since the last `take_changes`.
+    /// Resolves once the job has ended (at once if it already has).
+    pub async fn ended(&self) {
+        let notified = self.ended.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if self.state().is_finished() {
+            return;
+        }
+        notified.await
+    }
+
     pub async fn changed(&self) {
         self.changed.notified().await
     }
@@ -249,6 +263,7 @@ impl Job {
             ]);
         });
         self.log.close();
+        self.ended.notify_waiters();
     }
 }
 
@@ -499,6 +514,21 @@ mod tests {
         }
         assert_eq!(job.state(), JobState::Failed);
         assert!(job.status().message.contains("internal error"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ended_resolves_at_the_end_and_after_it() {
+        let reg = JobRegistry::new(Activity::new());
+        let job = reg.create(Operation::BinfmtRegister, 0);
+        let waiter = tokio::spawn({
+            let job = job.clone();
+            async move { job.ended().await }
+        });
+        tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+        assert!(!waiter.is_finished());
+        reg.run(job.clone(), |_h| async move { Ok(String::from("done")) });
+        waiter.await.unwrap();
+        job.ended().await;
     }
 
     #[tokio::test]
