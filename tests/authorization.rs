@@ -150,3 +150,22 @@ async fn interactive_authorization_without_an_agent_is_denied_promptly() {
         started.elapsed()
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_build_api_method_is_denied_without_a_grant() {
+    // Valid arguments, a user polkit refuses everything: each call must be NotAuthorized
+    // (and so must not reach Docker, the base cache or any file).
+    let user = TestUser::ensure("pibtest-buildapi");
+    let _rule = PolkitRule::deny_all("buildapi", &user.name);
+    let mut outcome = serde_json::Value::Null;
+    assert!(
+        pib_tests::eventually(RULE_RELOAD, || {
+            outcome = user.call(&["probe-all"]);
+            outcome["ok"]
+                .as_object()
+                .is_some_and(|m| m.values().all(|e| e == NOT_AUTHORIZED))
+        }),
+        "not every method was denied: {outcome}"
+    );
+    assert_eq!(outcome["ok"].as_object().unwrap().len(), 8, "{outcome}");
+}

@@ -118,3 +118,22 @@ async fn log_descriptors_that_are_not_writable_pipes_or_files_are_refused() {
     }
     wait_job(&conn, &path).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_build_api_method_refuses_bad_arguments_by_name() {
+    // An unprivileged user without grants: validation comes first, so each malformed call is
+    // InvalidArgs (the list calls take no arguments and are not part of this).
+    let user = TestUser::ensure("pibtest-badapi");
+    let out = user.call(&["probe-all", "bad"]);
+    let calls = out["ok"].as_object().unwrap_or_else(|| panic!("{out}"));
+    for method in [
+        "FetchBase",
+        "ImportBase",
+        "Build",
+        "RemoveImage",
+        "Clean",
+        "Shell",
+    ] {
+        assert_eq!(calls[method], INVALID_ARGS, "{method}: {out}");
+    }
+}

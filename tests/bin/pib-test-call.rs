@@ -6,6 +6,7 @@
 //!
 //!   pib-test-call [--interactive] status | list-jobs | register [ARCH] | unregister [ARCH]
 //!                 | cancel PATH | attach-log PATH | register-option KEY STRING
+//!                 | probe-all [bad]
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -108,10 +109,94 @@ async fn run(args: &[String]) -> Result<Value, DBusError> {
             .map_err(|e| DBusError::Failed(e.to_string()))?;
             Ok(json!({"ok": text}))
         }
+        Some("probe-all") => {
+            probe_all(&manager, args.get(1).map(String::as_str) == Some("bad")).await
+        }
         _ => Err(DBusError::InvalidArgs(format!(
             "usage: see source; got {args:?}"
         ))),
     }
+}
+
+/// Calls every method of the build API once, with valid arguments (or, with `bad`, with one
+/// malformed argument each), and reports each call's error name ("" for success).
+async fn probe_all(m: &ManagerProxy<'_>, bad: bool) -> Result<Value, DBusError> {
+    let name_of = |r: Result<(), DBusError>| match r {
+        Ok(()) => String::new(),
+        Err(e) => error_json(&e)["error"].as_str().unwrap_or("").to_owned(),
+    };
+    let v = |s: &'static str| Variant::from(s);
+    let build_opts = |stages: Vec<&'static str>| {
+        HashMap::from([
+            ("distro", v("debian")),
+            ("arch", v("aarch64")),
+            ("board", v("rpi4")),
+            ("stages", Variant::from(stages)),
+        ])
+    };
+    let (distro, stages, image) = if bad {
+        ("beos", vec!["../etc"], "../x")
+    } else {
+        ("debian", vec!["__init__"], "pibtest-nonexistent")
+    };
+    let mut out = serde_json::Map::new();
+    out.insert(
+        "ListBases".into(),
+        json!(name_of(m.list_bases().await.map(|_| ()))),
+    );
+    out.insert(
+        "ListImages".into(),
+        json!(name_of(m.list_images().await.map(|_| ()))),
+    );
+    let fetch = HashMap::from([("distro", v(distro)), ("arch", v("aarch64"))]);
+    out.insert(
+        "FetchBase".into(),
+        json!(name_of(m.fetch_base(fetch).await.map(|_| ()))),
+    );
+    let (r, _w) = rustix_pipe()?;
+    let import = HashMap::from([("distro", v(distro)), ("arch", v("aarch64"))]);
+    out.insert(
+        "ImportBase".into(),
+        json!(name_of(
+            m.import_base(zbus::Fd::from(&r), import).await.map(|_| ())
+        )),
+    );
+    let (r, _w) = rustix_pipe()?;
+    out.insert(
+        "Build".into(),
+        json!(name_of(
+            m.build(zbus::Fd::from(&r), build_opts(stages))
+                .await
+                .map(|_| ())
+        )),
+    );
+    out.insert(
+        "RemoveImage".into(),
+        json!(name_of(m.remove_image(image).await)),
+    );
+    let clean = if bad {
+        HashMap::from([("everything", Variant::from(true))])
+    } else {
+        HashMap::new()
+    };
+    out.insert(
+        "Clean".into(),
+        json!(name_of(m.clean(clean).await.map(|_| ()))),
+    );
+    let (r, w) = rustix_pipe()?;
+    let shell = m
+        .shell(
+            image,
+            &[],
+            zbus::Fd::from(&r),
+            zbus::Fd::from(&w),
+            zbus::Fd::from(&w),
+            HashMap::new(),
+        )
+        .await
+        .map(|_| ());
+    out.insert("Shell".into(), json!(name_of(shell)));
+    Ok(json!({"ok": Value::Object(out)}))
 }
 
 fn rustix_pipe() -> Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd), DBusError> {

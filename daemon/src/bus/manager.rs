@@ -295,7 +295,7 @@ impl Manager {
         name: String,
     ) -> Result<(), DBusError> {
         self.ctx.activity.touch();
-        images::check_image_name(name.rsplit('/').next().unwrap_or(&name))?;
+        images::check_lookup_name(&name)?;
         let caller = self
             .ctx
             .auth
@@ -381,7 +381,7 @@ impl Manager {
             rows: clamp(options.u32(opt::ROWS)?),
             cols: clamp(options.u32(opt::COLS)?),
         };
-        images::check_image_name(name.rsplit('/').next().unwrap_or(&name))?;
+        images::check_lookup_name(&name)?;
         let caller = self
             .ctx
             .auth

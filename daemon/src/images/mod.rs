@@ -48,6 +48,25 @@ pub fn check_image_name(name: &str) -> Result<(), DBusError> {
     check_name(name).map_err(|e| DBusError::InvalidArgs(e.to_string().replace("stage", "image")))
 }
 
+/// Checks a name as callers write it: `NAME`, or `uUID/NAME` for someone else's image.
+pub fn check_lookup_name(name: &str) -> Result<(), DBusError> {
+    match name.split_once('/') {
+        None => check_image_name(name),
+        Some((owner, bare)) => {
+            let uid_ok = owner.strip_prefix('u').is_some_and(|u| {
+                !u.is_empty() && u.len() <= 10 && u.bytes().all(|b| b.is_ascii_digit())
+            });
+            if !uid_ok {
+                return Err(DBusError::InvalidArgs(format!(
+                    "image name {name:?} is not allowed: write NAME, or uUID/NAME for another \
+                     user's image"
+                )));
+            }
+            check_image_name(bare)
+        }
+    }
+}
+
 /// The Docker reference of `uid`'s image `name`: names are per user, so two users may both
 /// have a "debian-rpi4-aarch64".
 pub fn reference(uid: u32, name: &str) -> String {
@@ -228,6 +247,12 @@ mod tests {
             assert!(check_image_name(bad).is_err(), "{bad:?}");
         }
         assert_eq!(reference(1000, "kiosk"), "pib/u1000/kiosk:latest");
+        assert!(check_lookup_name("u1000/kiosk").is_ok());
+        for bad in [
+            "../x", "u/x", "ux/kiosk", "u1/../x", "u1/x/y", "/x", "u1000/",
+        ] {
+            assert!(check_lookup_name(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]
