@@ -53,9 +53,54 @@ pub fn check_name(name: &str) -> Result<(), StageNameError> {
     }
 }
 
+/// Whether a relative symlink target, read from the link's own directory (`depth` directories
+/// below its stage directory), stays inside the stage: `..` only at the start and at most
+/// `depth` of them, then ordinary names. Absolute and empty targets never qualify. Client and
+/// daemon both apply it to every link in a build context.
+pub fn link_stays_inside(target: &[u8], depth: usize) -> bool {
+    if target.is_empty() || target.first() == Some(&b'/') {
+        return false;
+    }
+    let mut ups = 0;
+    let mut descended = false;
+    for component in target.split(|b| *b == b'/') {
+        match component {
+            b"" | b"." => {}
+            b".." if descended => return false,
+            b".." => {
+                ups += 1;
+                if ups > depth {
+                    return false;
+                }
+            }
+            _ => descended = true,
+        }
+    }
+    true
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn links_stay_inside_their_stage() {
+        assert!(link_stays_inside(b"file", 0));
+        assert!(link_stays_inside(b"./sub/file", 0));
+        assert!(link_stays_inside(b"../file", 1));
+        for (bad, depth) in [
+            (&b"../file"[..], 0),
+            (b"/etc/shadow", 3),
+            (b"", 0),
+            (b"a/../../x", 2),
+        ] {
+            assert!(
+                !link_stays_inside(bad, depth),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
 
     #[test]
     fn accepts_the_grammar() {

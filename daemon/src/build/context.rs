@@ -569,23 +569,8 @@ fn check_link_target(entry: &[u8], target: &[u8], depth: usize) -> Result<(), Co
             target: show(target),
         });
     }
-    if target.is_empty() {
+    if !pib_dbus_interfaces::stage::link_stays_inside(target, depth) {
         return Err(escapes());
-    }
-    let mut ups = 0;
-    let mut descended = false;
-    for component in target.split(|b| *b == b'/') {
-        match component {
-            b"" | b"." => {}
-            b".." if descended => return Err(escapes()),
-            b".." => {
-                ups += 1;
-                if ups > depth {
-                    return Err(escapes());
-                }
-            }
-            _ => descended = true,
-        }
     }
     Ok(())
 }
