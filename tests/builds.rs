@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use pib_tests::{client_as_root, last_json, text, TestUser};
+use pib_tests::{client_as_root, last_json, step_of, text, TestUser};
 
 const NAME: &str = "pibtest-probe";
 
@@ -72,22 +72,6 @@ fn nonce() -> String {
         .unwrap()
         .as_nanos();
     format!("{}-{t}", std::process::id())
-}
-
-/// The number of the build step whose instruction starts with `instruction`.
-fn step_of(out: &Output, instruction: &str) -> u64 {
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter_map(|v| v["log"].as_str().map(str::to_owned))
-        .find_map(|l| {
-            let rest = l.strip_prefix("Step ")?;
-            let (counts, instr) = rest.split_once(" : ")?;
-            instr
-                .starts_with(instruction)
-                .then(|| counts.split('/').next()?.parse().ok())?
-        })
-        .unwrap_or_else(|| panic!("no step {instruction:?} in {}", text(out)))
 }
 
 fn docker_lines(args: &[&str]) -> Vec<String> {

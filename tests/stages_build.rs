@@ -8,26 +8,12 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use pib_tests::{bundled_stages, client_as_root, last_json, text};
+use pib_tests::{bundled_stages, client_as_root, last_json, step_of, text};
 
 fn shell(name: &str, script: &str) -> String {
     let out = client_as_root(&["shell", name, "--", "sh", "-c", script]);
     assert_eq!(out.status.code(), Some(0), "{script}: {}", text(&out));
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn step_of(out: &Output, instruction: &str) -> u64 {
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter_map(|v| v["log"].as_str().map(str::to_owned))
-        .find_map(|l| {
-            let (counts, instr) = l.strip_prefix("Step ")?.split_once(" : ")?;
-            instr
-                .starts_with(instruction)
-                .then(|| counts.split('/').next()?.parse().ok())?
-        })
-        .unwrap_or_else(|| panic!("no step {instruction:?} in {}", text(out)))
 }
 
 /// A user stage dir whose ssh-root is the bundled one plus the test's public key.

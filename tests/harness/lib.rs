@@ -342,3 +342,19 @@ pub fn error_of(outcome: &serde_json::Value) -> &str {
 
 pub const NOT_AUTHORIZED: &str = "org.pibuilder.PiBuilder1.Error.NotAuthorized";
 pub const INVALID_ARGS: &str = "org.pibuilder.PiBuilder1.Error.InvalidArgs";
+
+/// The number of the build step whose instruction starts with `instruction`, from the log
+/// lines of `pib-client --json build`.
+pub fn step_of(out: &Output, instruction: &str) -> u64 {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v["log"].as_str().map(str::to_owned))
+        .find_map(|l| {
+            let (counts, instr) = l.strip_prefix("Step ")?.split_once(" : ")?;
+            instr
+                .starts_with(instruction)
+                .then(|| counts.split('/').next()?.parse().ok())?
+        })
+        .unwrap_or_else(|| panic!("no step {instruction:?} in {}", text(out)))
+}

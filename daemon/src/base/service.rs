@@ -29,29 +29,11 @@ impl Progress for JobHandle {
     }
 }
 
-fn word<T>(options: &Options, key: &str, required: bool) -> Result<Option<T>, DBusError>
-where
-    T: std::str::FromStr<Err = pib_dbus_interfaces::types::UnknownWord>,
-{
-    match options.string(key)? {
-        Some(s) => s
-            .parse()
-            .map(Some)
-            .map_err(|e: pib_dbus_interfaces::types::UnknownWord| {
-                DBusError::InvalidArgs(e.to_string())
-            }),
-        None if required => Err(DBusError::InvalidArgs(format!(
-            "option {key:?} is required"
-        ))),
-        None => Ok(None),
-    }
-}
-
 fn spec_from(options: &Options, suite: Option<String>) -> Result<BaseSpec, DBusError> {
     let spec = BaseSpec {
-        distro: word::<Distro>(options, opt::DISTRO, true)?.expect("required"),
-        arch: word::<Arch>(options, opt::ARCH, true)?.expect("required"),
-        board: word::<Board>(options, opt::BOARD, false)?,
+        distro: options.required_word::<Distro>(opt::DISTRO)?,
+        arch: options.required_word::<Arch>(opt::ARCH)?,
+        board: options.word::<Board>(opt::BOARD)?,
         suite,
     };
     spec.validate().map_err(DBusError::from)?;

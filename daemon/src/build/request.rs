@@ -48,17 +48,6 @@ fn invalid(msg: String) -> DBusError {
     DBusError::InvalidArgs(msg)
 }
 
-fn required<T: std::str::FromStr<Err = pib_dbus_interfaces::types::UnknownWord>>(
-    options: &Options,
-    key: &str,
-) -> Result<T, DBusError> {
-    options
-        .string(key)?
-        .ok_or_else(|| invalid(format!("option {key:?} is required")))?
-        .parse()
-        .map_err(|e: pib_dbus_interfaces::types::UnknownWord| invalid(e.to_string()))
-}
-
 /// RFC 1123 host name: labels of letters, digits and inner hyphens.
 fn check_hostname(h: &str) -> Result<(), DBusError> {
     let ok = !h.is_empty()
@@ -105,9 +94,9 @@ fn check_repo_url(url: &str) -> Result<(), DBusError> {
 
 impl BuildRequest {
     pub fn parse(options: &Options) -> Result<BuildRequest, DBusError> {
-        let distro: Distro = required(options, opt::DISTRO)?;
-        let arch: Arch = required(options, opt::ARCH)?;
-        let board: Board = required(options, opt::BOARD)?;
+        let distro: Distro = options.required_word(opt::DISTRO)?;
+        let arch: Arch = options.required_word(opt::ARCH)?;
+        let board: Board = options.required_word(opt::BOARD)?;
         let stages = options
             .strings(opt::STAGES, MAX_STAGES)?
             .ok_or_else(|| invalid("option \"stages\" is required".into()))?;

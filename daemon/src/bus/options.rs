@@ -59,6 +59,30 @@ impl Options {
         ))
     }
 
+    /// A word of the API's vocabulary (distro, arch, board...), `None` when absent.
+    pub fn word<T>(&self, key: &str) -> Result<Option<T>, DBusError>
+    where
+        T: std::str::FromStr<Err = pib_dbus_interfaces::types::UnknownWord>,
+    {
+        self.string(key)?
+            .map(|s| {
+                s.parse()
+                    .map_err(|e: pib_dbus_interfaces::types::UnknownWord| {
+                        DBusError::InvalidArgs(e.to_string())
+                    })
+            })
+            .transpose()
+    }
+
+    /// A vocabulary word that must be given.
+    pub fn required_word<T>(&self, key: &str) -> Result<T, DBusError>
+    where
+        T: std::str::FromStr<Err = pib_dbus_interfaces::types::UnknownWord>,
+    {
+        self.word(key)?
+            .ok_or_else(|| DBusError::InvalidArgs(format!("option {key:?} is required")))
+    }
+
     /// A boolean option, `false` when absent.
     pub fn flag(&self, key: &str) -> Result<bool, DBusError> {
         match self.map.get(key).map(|v| &**v) {
