@@ -167,5 +167,5 @@ async fn every_build_api_method_is_denied_without_a_grant() {
         }),
         "not every method was denied: {outcome}"
     );
-    assert_eq!(outcome["ok"].as_object().unwrap().len(), 8, "{outcome}");
+    assert_eq!(outcome["ok"].as_object().unwrap().len(), 9, "{outcome}");
 }

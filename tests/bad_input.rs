@@ -133,6 +133,7 @@ async fn every_build_api_method_refuses_bad_arguments_by_name() {
         "RemoveImage",
         "Clean",
         "Shell",
+        "MakeDiskImage",
     ] {
         assert_eq!(calls[method], INVALID_ARGS, "{method}: {out}");
     }

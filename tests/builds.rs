@@ -7,32 +7,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use pib_tests::{client_as_root, last_json, step_of, text, TestUser};
+use pib_tests::{client_as_root, last_json, nonce, step_of, text, write_stage as stage, TestUser};
 
 const NAME: &str = "pibtest-probe";
 
-fn stage(dir: &Path, name: &str, part: &str, files: &[(&str, &str)]) {
-    let d = dir.join(name);
-    std::fs::create_dir_all(&d).unwrap();
-    std::fs::write(d.join("Dockerfile.part"), part).unwrap();
-    for (f, content) in files {
-        let p = d.join(f);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(p, content).unwrap();
-    }
-}
-
 fn stages_dir() -> PathBuf {
-    let d = std::env::temp_dir().join(format!("pib-build-stages-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    // Readable by the test users too (they build in the privacy checks).
-    Command::new("chmod")
-        .args(["-R", "a+rX"])
-        .arg(&d)
-        .status()
-        .unwrap();
-    d
+    pib_tests::stages_dir("build")
 }
 
 fn build(dir: &Path, stages: &str, extra: &[&str]) -> Output {
@@ -64,14 +44,6 @@ fn counts(out: &Output) -> (u64, u64) {
         r["steps"].as_u64().expect("steps"),
         r["cached"].as_u64().expect("cached"),
     )
-}
-
-fn nonce() -> String {
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("{}-{t}", std::process::id())
 }
 
 fn docker_lines(args: &[&str]) -> Vec<String> {

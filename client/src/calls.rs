@@ -147,3 +147,11 @@ pub static CLEAN_SHARED: Attempt = Attempt {
     may_prompt: true,
     on_job: false,
 };
+
+pub static MAKE_DISK_IMAGE: Attempt = Attempt {
+    method: "MakeDiskImage",
+    doing: "make a disk image of this build",
+    action: actions::BUILD,
+    may_prompt: true,
+    on_job: false,
+};

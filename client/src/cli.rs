@@ -59,8 +59,9 @@ pub enum Command {
     /// Build an OS image from stages, as pib.toml and the flags describe it
     #[command(after_long_help = BUILD_HELP)]
     Build(Box<BuildArgs>),
-    /// Turn a build into a bootable SD-card image [not implemented yet]
-    Image(Planned),
+    /// Turn a build into a bootable SD-card image (.img with .bmap, .sha256 and a manifest)
+    #[command(after_long_help = IMAGE_HELP)]
+    Image(ImageArgs),
     /// Write an image to SD cards and verify it [not implemented yet]
     Flash(Planned),
     /// Partition and format an SD card [not implemented yet]
@@ -221,7 +222,7 @@ DISTRO-BOARD-ARCH. Hostname, locale, timezone and mirror are left to the stages'
 unless given. Stages are looked up in the stage dirs in order, then among the bundled ones.";
 
 /// Everything `build` takes; every setting is optional here because pib.toml may give it.
-#[derive(Debug, Args)]
+#[derive(Debug, Default, Args)]
 pub struct BuildArgs {
     /// The project file [default: ./pib.toml, when it exists]
     #[arg(short = 'c', long = "config", value_name = "FILE")]
@@ -335,6 +336,69 @@ pub struct ShellArgs {
     pub command: Vec<String>,
 }
 
+const IMAGE_HELP: &str = "\
+Writes FILE (the image; FILE.zst or FILE.xz with --compress), FILE.bmap (for bmaptool and
+`pib-client flash`), a .sha256 of what was written, and FILE.json, an entry for Raspberry Pi
+Imager's custom repository. Nothing appears unless the job succeeds.
+
+The layout comes from the [image] table of pib.toml, then --layout FILE (the same keys), then
+the flags. Sizes take K, M, G or T: --boot-size 256M, --size 8G, --root-headroom 1G.";
+
+#[derive(Debug, Args)]
+pub struct ImageArgs {
+    /// The built image, as `pib-client images` lists it [default: the project's name]
+    #[arg(value_name = "NAME")]
+    pub name: Option<String>,
+    /// Where to write the image ("-" for stdout: the image only, no side files)
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub output: PathBuf,
+    /// The project file [default: ./pib.toml, when it exists]
+    #[arg(short = 'c', long = "config", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// A layout file: the keys of pib.toml's [image] table
+    #[arg(long, value_name = "FILE")]
+    pub layout: Option<PathBuf>,
+    /// The FAT boot partition's size [default: 256M]
+    #[arg(long, value_name = "SIZE", value_parser = crate::layout::parse_size)]
+    pub boot_size: Option<u64>,
+    /// The whole image's size; root gets what the others leave
+    #[arg(long, value_name = "SIZE", value_parser = crate::layout::parse_size, conflicts_with = "root_headroom")]
+    pub size: Option<u64>,
+    /// Free space in root on top of its content [default: a quarter of it, at least 256M]
+    #[arg(long, value_name = "SIZE", value_parser = crate::layout::parse_size)]
+    pub root_headroom: Option<u64>,
+    /// Add a third, empty ext4 partition of this size
+    #[arg(long, value_name = "SIZE", value_parser = crate::layout::parse_size)]
+    pub data_size: Option<u64>,
+    /// The data partition's label [default: PIDATA]
+    #[arg(long, value_name = "LABEL")]
+    pub data_label: Option<String>,
+    /// The host name written into the image [default: the build's]
+    #[arg(long, value_name = "HOSTNAME")]
+    pub hostname: Option<String>,
+    /// Compress the image (multithreaded)
+    #[arg(long, value_enum)]
+    pub compress: Option<CompressArg>,
+    /// Replace existing output files
+    #[arg(short = 'f', long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CompressArg {
+    Zstd,
+    Xz,
+}
+
+impl CompressArg {
+    pub fn word(self) -> &'static str {
+        match self {
+            CompressArg::Zstd => "zstd",
+            CompressArg::Xz => "xz",
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct CleanArgs {
     /// Everyone's images, not only yours (needs org.pibuilder.manage)
@@ -379,7 +443,7 @@ mod tests {
         Cli::try_parse_from(std::iter::once("pib-client").chain(args.iter().copied()))
     }
 
-    const PLANNED: &[&str] = &["image", "flash", "format", "install", "devices", "scan"];
+    const PLANNED: &[&str] = &["flash", "format", "install", "devices", "scan"];
     const WORKING: &[&str] = &[
         "status",
         "binfmt",

@@ -81,6 +81,9 @@ pub enum ClientError {
     },
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// The image layout (pib.toml's [image], --layout FILE or the flags).
+    #[error(transparent)]
+    Layout(#[from] crate::layout::LayoutError),
     /// Stages that cannot be found or are not acceptable, found before anything is sent.
     #[error(transparent)]
     Stage(StageError),
@@ -226,6 +229,11 @@ pub fn explain(err: &ClientError, asked: bool) -> Explanation {
             format!("{e}\n`pib-client build --help` lists the keys and flags."),
             exit::USAGE,
         ),
+        ClientError::Layout(e) => Explanation::new(
+            names::CONFIG,
+            format!("{e}\n`pib-client image --help` lists the keys and flags."),
+            exit::USAGE,
+        ),
         // The stage errors already say what to do about them.
         ClientError::Stage(e) => Explanation::new(names::STAGE, format!("{e}."), exit::USAGE),
         ClientError::Context(e) if e.is_reader_gone() => Explanation::new(
@@ -313,6 +321,13 @@ fn explain_dbus(err: &DBusError, attempt: &Attempt, asked: bool) -> Explanation 
             };
             (format!("The job was cancelled{why}."), exit::CANCELLED)
         }
+        DBusError::NoSpace(_) => (
+            format!(
+                "Could not {}: {msg}. Free some space, or choose a larger size.",
+                attempt.doing
+            ),
+            exit::FAILURE,
+        ),
         DBusError::Failed(_) => (
             format!("Could not {}: {msg}.", attempt.doing),
             exit::FAILURE,

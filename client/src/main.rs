@@ -11,6 +11,8 @@ mod follow;
 mod humanize;
 mod job;
 mod joblog;
+mod layout;
+mod outfile;
 mod output;
 mod progress;
 mod project;

@@ -40,6 +40,8 @@ struct ProjectFile {
     mirror: Option<String>,
     set: Option<BTreeMap<String, String>>,
     base_file: Option<PathBuf>,
+    /// The disk layout for `pib-client image` (see `layout`).
+    image: Option<crate::layout::ImageSection>,
 }
 
 /// A project file that was read, with the directory its relative paths start from.
@@ -106,6 +108,28 @@ pub fn load(args: &BuildArgs) -> Result<BuildConfig, ConfigError> {
         None => read(Path::new(FILE_NAME), &cwd, false)?,
     };
     merge(project.as_ref(), args, &cwd)
+}
+
+/// What `pib-client image` takes from the project: the image's name (as `build` would name
+/// it) and the `[image]` table.
+pub fn for_image(
+    config: Option<&Path>,
+) -> Result<(String, crate::layout::ImageSection), ConfigError> {
+    let args = BuildArgs {
+        config: config.map(Path::to_owned),
+        ..Default::default()
+    };
+    let cwd = std::env::current_dir().map_err(ConfigError::Cwd)?;
+    let project = match &args.config {
+        Some(path) => read(path, &cwd, true)?,
+        None => read(Path::new(FILE_NAME), &cwd, false)?,
+    };
+    let section = project
+        .as_ref()
+        .and_then(|p| p.file.image.clone())
+        .unwrap_or_default();
+    let config = merge(project.as_ref(), &args, &cwd)?;
+    Ok((config.name, section))
 }
 
 /// `must_exist` is false for the implicit `./pib.toml`, whose absence just means no file.

@@ -9,9 +9,10 @@ mod config;
 mod docker;
 mod fdio;
 mod idle;
-mod images;
+mod image;
 mod jobs;
 mod logging;
+mod results;
 mod shell;
 mod workdir;
 

@@ -17,7 +17,7 @@ pub struct WorkDir {
 
 fn io_error(what: &str, path: &Path, e: std::io::Error) -> DBusError {
     if e.raw_os_error() == Some(libc::ENOSPC) {
-        DBusError::Failed(format!(
+        DBusError::NoSpace(format!(
             "no space left in {} while {what}; free some space or run `pib-client clean`",
             path.display()
         ))

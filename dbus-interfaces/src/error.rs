@@ -27,6 +27,8 @@ pub enum DBusError {
     DockerUnavailable(String),
     /// The job was cancelled.
     Cancelled(String),
+    /// The output or the daemon's disk is full, or a requested size cannot hold the content.
+    NoSpace(String),
     /// Anything else.
     Failed(String),
 }
@@ -44,6 +46,7 @@ impl DBusError {
             DBusError::NotSupported(_) => "NotSupported",
             DBusError::DockerUnavailable(_) => "DockerUnavailable",
             DBusError::Cancelled(_) => "Cancelled",
+            DBusError::NoSpace(_) => "NoSpace",
             DBusError::Failed(_) => "Failed",
         }
     }
@@ -71,6 +74,7 @@ impl DBusError {
             | DBusError::NotSupported(m)
             | DBusError::DockerUnavailable(m)
             | DBusError::Cancelled(m)
+            | DBusError::NoSpace(m)
             | DBusError::Failed(m) => m.clone(),
         }
     }
@@ -91,6 +95,7 @@ impl DBusError {
             "NotSupported" => DBusError::NotSupported(message),
             "DockerUnavailable" => DBusError::DockerUnavailable(message),
             "Cancelled" => DBusError::Cancelled(message),
+            "NoSpace" => DBusError::NoSpace(message),
             _ => DBusError::Failed(message),
         }
     }
@@ -117,6 +122,7 @@ mod tests {
             DBusError::NotSupported("m".into()),
             DBusError::DockerUnavailable("m".into()),
             DBusError::Cancelled("m".into()),
+            DBusError::NoSpace("m".into()),
             DBusError::Failed("m".into()),
         ];
         for e in all {

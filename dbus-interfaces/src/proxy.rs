@@ -76,6 +76,14 @@ pub trait Manager {
         stderr: zbus::Fd<'_>,
         options: HashMap<&str, Variant<'_>>,
     ) -> Result<OwnedObjectPath, DBusError>;
+
+    /// Makes a bootable disk image of a built image into `output`; returns the job.
+    fn make_disk_image(
+        &self,
+        name: &str,
+        output: zbus::Fd<'_>,
+        options: HashMap<&str, Variant<'_>>,
+    ) -> Result<OwnedObjectPath, DBusError>;
 }
 
 /// `org.pibuilder.PiBuilder1.Job` at `/org/pibuilder/PiBuilder1/jobs/N`.

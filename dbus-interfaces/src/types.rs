@@ -39,6 +39,18 @@ pub mod options {
     pub const ROWS: &str = "rows";
     /// `u`: terminal columns.
     pub const COLS: &str = "cols";
+    /// `t`: size of the FAT boot partition in bytes.
+    pub const BOOT_SIZE: &str = "boot_size";
+    /// `t`: size of the whole disk image in bytes (root takes what the others leave).
+    pub const SIZE: &str = "size";
+    /// `t`: free space the root filesystem gets on top of its content, in bytes.
+    pub const ROOT_HEADROOM: &str = "root_headroom";
+    /// `t`: size of an optional third, empty ext4 partition in bytes.
+    pub const DATA_SIZE: &str = "data_size";
+    /// `s`: label of the data partition.
+    pub const DATA_LABEL: &str = "data_label";
+    /// `s`: "zstd" or "xz".
+    pub const COMPRESS: &str = "compress";
 }
 
 /// Keys of a job's `Result` dictionary.
@@ -57,6 +69,20 @@ pub mod result {
     pub const RECLAIMED: &str = "reclaimed";
     /// `i`: a shell command's exit status.
     pub const EXIT_CODE: &str = "exit_code";
+    /// `t`: size of the disk image in bytes.
+    pub const IMAGE_SIZE: &str = "image_size";
+    /// `s`: sha256 (hex) of the whole disk image.
+    pub const IMAGE_SHA256: &str = "image_sha256";
+    /// `t`: bytes written to the output descriptor (compressed size when compressed).
+    pub const OUTPUT_SIZE: &str = "output_size";
+    /// `s`: sha256 (hex) of the bytes written to the output descriptor.
+    pub const OUTPUT_SHA256: &str = "output_sha256";
+    /// `s`: the block map of the image in bmaptool's XML format.
+    pub const BMAP: &str = "bmap";
+    /// `s`: a JSON object describing the image (an rpi-imager repository entry).
+    pub const MANIFEST: &str = "manifest";
+    /// `s`: the partitions as a JSON array of {number, label, type, start, size}.
+    pub const PARTITIONS: &str = "partitions";
 }
 
 /// Keys of the dictionaries returned by ListBases and ListImages.
@@ -169,6 +195,7 @@ word_enum!(
         Build => "build",
         Clean => "clean",
         Shell => "shell",
+        DiskImage => "disk-image",
     }
 );
 

@@ -196,6 +196,17 @@ async fn probe_all(m: &ManagerProxy<'_>, bad: bool) -> Result<Value, DBusError> 
         .await
         .map(|_| ());
     out.insert("Shell".into(), json!(name_of(shell)));
+    let (_r, w) = rustix_pipe()?;
+    let disk = if bad {
+        HashMap::from([("compress", v("gzip"))])
+    } else {
+        HashMap::new()
+    };
+    let made = m
+        .make_disk_image(image, zbus::Fd::from(&w), disk)
+        .await
+        .map(|_| ());
+    out.insert("MakeDiskImage".into(), json!(name_of(made)));
     Ok(json!({"ok": Value::Object(out)}))
 }
 

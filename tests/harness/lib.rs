@@ -358,3 +358,38 @@ pub fn step_of(out: &Output, instruction: &str) -> u64 {
         })
         .unwrap_or_else(|| panic!("no step {instruction:?} in {}", text(out)))
 }
+
+/// Writes a user stage `name` into `dir`: its Dockerfile.part and the files it copies.
+pub fn write_stage(dir: &Path, name: &str, part: &str, files: &[(&str, &str)]) {
+    let d = dir.join(name);
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(d.join("Dockerfile.part"), part).unwrap();
+    for (f, content) in files {
+        let p = d.join(f);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, content).unwrap();
+    }
+}
+
+/// A fresh directory for a test's user stages, readable by the test users too.
+pub fn stages_dir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("pib-{tag}-stages-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    Command::new("chmod")
+        .args(["-R", "a+rX"])
+        .arg(&d)
+        .status()
+        .unwrap();
+    d
+}
+
+/// A value no earlier run used: Docker's cache is machine-wide, so a test that must not hit
+/// it puts one of these into its stage.
+pub fn nonce() -> String {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{}-{t}", std::process::id())
+}

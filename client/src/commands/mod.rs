@@ -7,6 +7,7 @@ mod build;
 mod cancel;
 mod clean;
 mod completions;
+mod image;
 mod images;
 mod jobs;
 mod shell;
@@ -56,8 +57,8 @@ async fn run_command(ui: &Ui, command: Command) -> Result<u8, ClientError> {
         Command::Rm { name } => done(images::remove(&mut Bus::system(ui).await?, ui, &name).await),
         Command::Clean(args) => done(clean::run(&mut Bus::system(ui).await?, ui, &args).await),
         Command::Shell(args) => shell::run(&mut Bus::system(ui).await?, ui, &args).await,
-        planned @ (Command::Image(_)
-        | Command::Flash(_)
+        Command::Image(args) => done(image::run(ui, &args).await),
+        planned @ (Command::Flash(_)
         | Command::Format(_)
         | Command::Install(_)
         | Command::Devices(_)

@@ -78,8 +78,8 @@ pub const TABLE: &[(&str, &str, Requirement)] = &[
         "Build",
         Requirement::Action(actions::BUILD),
     ),
-    // RemoveImage, Clean and Shell also check ownership of what they touch: someone else's
-    // image needs org.pibuilder.manage on top (see images::authorize_owner).
+    // RemoveImage, Clean, Shell and MakeDiskImage also check ownership of what they touch: someone else's
+    // image needs org.pibuilder.manage on top (see results::authorize_owner).
     (
         MANAGER_INTERFACE,
         "RemoveImage",
@@ -93,6 +93,11 @@ pub const TABLE: &[(&str, &str, Requirement)] = &[
     (
         MANAGER_INTERFACE,
         "Shell",
+        Requirement::Action(actions::BUILD),
+    ),
+    (
+        MANAGER_INTERFACE,
+        "MakeDiskImage",
         Requirement::Action(actions::BUILD),
     ),
     (

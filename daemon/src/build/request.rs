@@ -7,7 +7,7 @@ use pib_dbus_interfaces::types::{options as opt, Arch, Board, Distro};
 use pib_dbus_interfaces::DBusError;
 
 use crate::bus::options::Options;
-use crate::images::check_image_name;
+use crate::results::check_image_name;
 
 /// Every option Build accepts.
 pub const KEYS: &[&str] = &[
@@ -49,7 +49,7 @@ fn invalid(msg: String) -> DBusError {
 }
 
 /// RFC 1123 host name: labels of letters, digits and inner hyphens.
-fn check_hostname(h: &str) -> Result<(), DBusError> {
+pub(crate) fn check_hostname(h: &str) -> Result<(), DBusError> {
     let ok = !h.is_empty()
         && h.len() <= 253
         && h.split('.').all(|l| {

@@ -14,8 +14,8 @@ use super::request::BuildRequest;
 use super::{context, dockerfile};
 use crate::bus::Daemon;
 use crate::fdio::CheckedFd;
-use crate::images::{self, label};
 use crate::jobs::{JobHandle, Outcome};
+use crate::results::{self, label};
 use crate::workdir::WorkDir;
 
 /// A context stream that sends nothing for this long is abandoned.
@@ -150,7 +150,7 @@ pub async fn run(
     job.check_cancelled()?;
 
     let docker = ctx.engine.client().await?;
-    let reference = images::reference(owner_uid, &req.name);
+    let reference = results::reference(owner_uid, &req.name);
     let labels = HashMap::from([
         (label::RESULT.to_owned(), "1".to_owned()),
         (label::OWNER_UID.to_owned(), owner_uid.to_string()),
@@ -160,6 +160,7 @@ pub async fn run(
         (label::BOARD.to_owned(), req.board.to_string()),
         (label::STAGES.to_owned(), req.stages.join(" ")),
         (label::BASE.to_owned(), base_image.clone()),
+        (label::HOSTNAME.to_owned(), req.hostname.clone()),
     ]);
     let options = BuildImageOptions {
         dockerfile: "Dockerfile".to_owned(),

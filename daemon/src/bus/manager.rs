@@ -18,8 +18,9 @@ use crate::base::service as base;
 use crate::binfmt::service::{self as binfmt, BinfmtRequest};
 use crate::build::request::{self, BuildRequest};
 use crate::fdio::{self, Access, CheckedFd, Kinds};
-use crate::images::{self, ImageInfo};
+use crate::image::request::{self as image_request, ImageRequest};
 use crate::jobs::{JobHandle, Outcome};
+use crate::results::{self, ImageInfo};
 use crate::shell::{ShellFds, ShellRequest};
 
 /// Takes a caller's fd off the message and checks it (before authorization).
@@ -98,7 +99,7 @@ impl Manager {
     ) -> Result<ImageInfo, DBusError> {
         let docker = self.docker().await?;
         let any = caller.uid == 0 || self.ctx.auth.holds(header, actions::MANAGE).await;
-        images::find(&docker, caller.uid, name, any).await
+        results::find(&docker, caller.uid, name, any).await
     }
 
     async fn binfmt_job(
@@ -282,7 +283,7 @@ impl Manager {
         let caller = self.ctx.auth.authorize(&header, None, &[]).await?;
         let see_all = caller.uid == 0 || self.ctx.auth.holds(&header, actions::MANAGE).await;
         let docker = self.docker().await?;
-        images::list(&docker, (!see_all).then_some(caller.uid))
+        results::list(&docker, (!see_all).then_some(caller.uid))
             .await?
             .iter()
             .map(image_dict)
@@ -295,7 +296,7 @@ impl Manager {
         name: String,
     ) -> Result<(), DBusError> {
         self.ctx.activity.touch();
-        images::check_lookup_name(&name)?;
+        results::check_lookup_name(&name)?;
         let caller = self
             .ctx
             .auth
@@ -303,7 +304,7 @@ impl Manager {
             .await?;
         // Others' images are only found for root and holders of org.pibuilder.manage.
         let image = self.image_for(&header, &caller, &name).await?;
-        images::remove(&self.docker().await?, &image).await
+        results::remove(&self.docker().await?, &image).await
     }
 
     #[zbus(out_args("job"))]
@@ -326,9 +327,9 @@ impl Manager {
         self.start_job(Operation::Clean, &caller, move |ctx, job| async move {
             let docker = ctx.engine.client().await?;
             let mut removed = 0u32;
-            for image in images::list(&docker, (!all_users).then_some(uid)).await? {
+            for image in results::list(&docker, (!all_users).then_some(uid)).await? {
                 job.check_cancelled()?;
-                match images::remove(&docker, &image).await {
+                match results::remove(&docker, &image).await {
                     Ok(()) => {
                         removed += 1;
                         job.log(format!("removed {} (user {})", image.name, image.owner_uid));
@@ -337,9 +338,9 @@ impl Manager {
                 }
             }
             if bases {
-                removed += images::remove_labelled(&docker, crate::base::labels::BASE).await?;
+                removed += results::remove_labelled(&docker, crate::base::labels::BASE).await?;
             }
-            let (pruned, reclaimed) = images::prune_untagged(&docker).await?;
+            let (pruned, reclaimed) = results::prune_untagged(&docker).await?;
             removed += pruned;
             Ok(Outcome::new(format!(
                 "removed {removed} images, reclaimed {reclaimed} bytes"
@@ -381,7 +382,7 @@ impl Manager {
             rows: clamp(options.u32(opt::ROWS)?),
             cols: clamp(options.u32(opt::COLS)?),
         };
-        images::check_lookup_name(&name)?;
+        results::check_lookup_name(&name)?;
         let caller = self
             .ctx
             .auth
@@ -391,6 +392,35 @@ impl Manager {
         self.start_job(Operation::Shell, &caller, move |ctx, job| async move {
             let docker = ctx.engine.client().await?;
             crate::shell::run(&docker, &image, request, fds, &job).await
+        })
+        .await
+    }
+
+    #[zbus(out_args("job"))]
+    async fn make_disk_image(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        name: String,
+        output: zbus::Fd<'_>,
+        options: HashMap<String, OwnedVariant>,
+    ) -> Result<OwnedObjectPath, DBusError> {
+        self.ctx.activity.touch();
+        let output = caller_fd(output, "output", Access::Write, Kinds::PIPE_OR_FILE)?;
+        if output.appends() {
+            return Err(DBusError::InvalidArgs(
+                "the output descriptor is open for appending; open it for plain writing".into(),
+            ));
+        }
+        let request = ImageRequest::parse(&Options::new(options, image_request::KEYS)?)?;
+        results::check_lookup_name(&name)?;
+        let caller = self
+            .ctx
+            .auth
+            .authorize(&header, None, &[("name", &name)])
+            .await?;
+        let image = self.image_for(&header, &caller, &name).await?;
+        self.start_job(Operation::DiskImage, &caller, move |ctx, job| async move {
+            crate::image::run::run(&ctx, image, request, output, job).await
         })
         .await
     }

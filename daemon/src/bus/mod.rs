@@ -118,6 +118,11 @@ fn reap_leftovers(ctx: &Arc<Daemon>) {
             Ok(n) => tracing::info!("removed {n} shell containers of an earlier run"),
             Err(e) => tracing::warn!("cannot look for leftover containers: {e}"),
         }
+        match crate::image::export::reap_leftovers(&docker).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!("removed {n} export containers of an earlier run"),
+            Err(e) => tracing::warn!("cannot look for leftover export containers: {e}"),
+        }
         match crate::base::reap(&docker, &crate::base::service::config(&ctx)).await {
             Ok(0) => {}
             Ok(n) => tracing::info!("removed {n} unfinished base imports of an earlier run"),

@@ -102,6 +102,15 @@ impl Options {
     }
 
     /// A string-array option, `None` when absent; at most `max` items.
+    pub fn u64(&self, key: &str) -> Result<Option<u64>, DBusError> {
+        match self.map.get(key).map(|v| &**v) {
+            None => Ok(None),
+            Some(Variant::U64(n)) => Ok(Some(*n)),
+            Some(Variant::U32(n)) => Ok(Some(u64::from(*n))),
+            Some(other) => Err(Self::wrong_type(key, "an unsigned integer (t)", other)),
+        }
+    }
+
     pub fn strings(&self, key: &str, max: usize) -> Result<Option<Vec<String>>, DBusError> {
         let Some(v) = self.map.get(key) else {
             return Ok(None);

@@ -4,6 +4,8 @@
 //! Engines differ in age: Debian 12 ships API 1.41 while bollard asks for a newer one by
 //! default, which old engines refuse. Every connection therefore negotiates the version first.
 
+pub mod containers;
+
 use std::path::{Path, PathBuf};
 
 use bollard::Docker;

@@ -6,18 +6,19 @@ use std::collections::HashMap;
 use bollard::container::LogOutput;
 use bollard::models::{ContainerCreateBody, HostConfig};
 use bollard::query_parameters::{
-    AttachContainerOptions, CreateContainerOptions, KillContainerOptions, RemoveContainerOptions,
-    ResizeContainerTTYOptions,
+    AttachContainerOptions, CreateContainerOptions, KillContainerOptions, ResizeContainerTTYOptions,
 };
 use bollard::Docker;
+
+use crate::docker::containers;
 use futures_util::StreamExt;
 use pib_dbus_interfaces::types::result;
 use pib_dbus_interfaces::DBusError;
 use tokio::io::AsyncWriteExt;
 
 use crate::fdio::{CheckedFd, FdWriter};
-use crate::images::{label, ImageInfo};
 use crate::jobs::{JobHandle, Outcome};
+use crate::results::{label, ImageInfo};
 
 /// Label on shell containers, so leftovers of a killed daemon can be found and removed.
 pub const SHELL_LABEL: &str = "org.pibuilder.shell";
@@ -51,7 +52,7 @@ pub async fn run(
     fds: ShellFds,
     job: &JobHandle,
 ) -> Result<Outcome, DBusError> {
-    let name = format!("pib-shell-{}-{}", std::process::id(), job.id());
+    let name = format!("{}{}", containers::own_prefix("shell"), job.id());
     let cmd = if request.command.is_empty() {
         vec![
             "/bin/sh".to_owned(),
@@ -94,17 +95,7 @@ pub async fn run(
         .map_err(|e| failed("cannot create the shell container", e))?;
     job.log(format!("container {name} from {}", image.reference));
     let result = attach_and_wait(docker, &created.id, &request, fds, job).await;
-    let removed = docker
-        .remove_container(
-            &created.id,
-            Some(RemoveContainerOptions {
-                force: true,
-                v: true,
-                ..Default::default()
-            }),
-        )
-        .await;
-    if let Err(e) = removed {
+    if let Err(e) = containers::remove(docker, &created.id).await {
         tracing::warn!(
             JOB_ID = job.id(),
             "cannot remove shell container {name}: {e}"
@@ -206,29 +197,5 @@ async fn attach_and_wait(
 /// Removes shell containers left by an earlier daemon process that was killed (crash-only:
 /// every container the daemon makes carries [`SHELL_LABEL`]).
 pub async fn reap_leftovers(docker: &Docker) -> Result<usize, bollard::errors::Error> {
-    let options = bollard::query_parameters::ListContainersOptions {
-        all: true,
-        filters: Some(HashMap::from([(
-            "label".to_owned(),
-            vec![SHELL_LABEL.to_owned()],
-        )])),
-        ..Default::default()
-    };
-    let mine = format!("/pib-shell-{}-", std::process::id());
-    let mut reaped = 0;
-    for c in docker.list_containers(Some(options)).await? {
-        let ours_now = c.names.iter().flatten().any(|n| n.starts_with(&mine));
-        let Some(id) = c.id.filter(|_| !ours_now) else {
-            continue;
-        };
-        let options = RemoveContainerOptions {
-            force: true,
-            v: true,
-            ..Default::default()
-        };
-        if docker.remove_container(&id, Some(options)).await.is_ok() {
-            reaped += 1;
-        }
-    }
-    Ok(reaped)
+    containers::reap(docker, SHELL_LABEL, "shell").await
 }

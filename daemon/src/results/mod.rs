@@ -21,6 +21,7 @@ pub mod label {
     pub const BOARD: &str = "org.pibuilder.board";
     pub const STAGES: &str = "org.pibuilder.stages";
     pub const BASE: &str = "org.pibuilder.base-image";
+    pub const HOSTNAME: &str = "org.pibuilder.hostname";
 }
 
 /// A built image as users see it.
@@ -33,6 +34,8 @@ pub struct ImageInfo {
     pub distro: String,
     pub arch: String,
     pub board: String,
+    /// The host name the build was given (the image's /etc/hostname is written from it).
+    pub hostname: String,
     pub stages: Vec<String>,
     pub created_us: u64,
     pub size: u64,
@@ -95,6 +98,7 @@ fn info(summary: &bollard::models::ImageSummary) -> Option<ImageInfo> {
         distro: l.get(label::DISTRO).cloned().unwrap_or_default(),
         arch: l.get(label::ARCH).cloned().unwrap_or_default(),
         board: l.get(label::BOARD).cloned().unwrap_or_default(),
+        hostname: l.get(label::HOSTNAME).cloned().unwrap_or_default(),
         stages: l
             .get(label::STAGES)
             .map(|s| s.split_whitespace().map(str::to_owned).collect())
