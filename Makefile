@@ -33,6 +33,7 @@ demo:
 # cache, and writes the numbers into BENCHMARKS.md (BENCH_RUNS=N for more runs than 10).
 bench: dev-up
 	scripts/bench-build
+	scripts/bench-image
 
 # Installs target/release by default; BIN_DIR=target/debug tries it without a release build.
 install:

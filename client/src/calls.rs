@@ -155,3 +155,35 @@ pub static MAKE_DISK_IMAGE: Attempt = Attempt {
     may_prompt: true,
     on_job: false,
 };
+
+pub static LIST_DEVICES: Attempt = Attempt {
+    method: "ListDevices",
+    doing: "list the devices",
+    action: actions::INSPECT,
+    may_prompt: false,
+    on_job: false,
+};
+
+pub static FLASH: Attempt = Attempt {
+    method: "Flash",
+    doing: "write to this device",
+    action: actions::FLASH,
+    may_prompt: true,
+    on_job: false,
+};
+
+pub static FORMAT_DEVICE: Attempt = Attempt {
+    method: "FormatDevice",
+    doing: "format this device",
+    action: actions::FLASH,
+    may_prompt: true,
+    on_job: false,
+};
+
+pub static INSTALL: Attempt = Attempt {
+    method: "Install",
+    doing: "install this image on the device",
+    action: actions::FLASH,
+    may_prompt: true,
+    on_job: false,
+};

@@ -62,14 +62,15 @@ pub enum Command {
     /// Turn a build into a bootable SD-card image (.img with .bmap, .sha256 and a manifest)
     #[command(after_long_help = IMAGE_HELP)]
     Image(ImageArgs),
-    /// Write an image to SD cards and verify it [not implemented yet]
-    Flash(Planned),
-    /// Partition and format an SD card [not implemented yet]
-    Format(Planned),
-    /// Format a card and install a build onto it [not implemented yet]
-    Install(Planned),
-    /// List the removable devices that can be written [not implemented yet]
-    Devices(Planned),
+    /// Write an image to one or more SD cards at once and verify it
+    #[command(after_long_help = FLASH_HELP)]
+    Flash(FlashArgs),
+    /// Give an SD card the default empty layout (FAT32 PIBOOT, ext4 PIROOT)
+    Format(FormatArgs),
+    /// Write a build straight to SD cards (its disk image, made on the fly)
+    Install(InstallArgs),
+    /// List the disks pi-builder would write, and why it refuses the others
+    Devices(DevicesArgs),
     /// Run a command, or an interactive shell, in a throwaway container of a built image
     #[command(after_long_help = SHELL_HELP)]
     Shell(ShellArgs),
@@ -399,6 +400,78 @@ impl CompressArg {
     }
 }
 
+const FLASH_HELP: &str = "\
+IMAGE is a file you can read: a plain image, or .zst/.xz compressed (decompressed on the way).
+Its block map (IMAGE.bmap, or IMAGE without .zst/.xz plus .bmap, or --bmap FILE) is used when
+present: only mapped blocks are written, and its checksums are verified. The partition table
+is written last, so an interrupted write never leaves a card that looks good. Every card is
+read back and compared unless --no-verify. On a terminal you are asked to confirm unless
+--yes; without a terminal, --yes is required.";
+
+#[derive(Debug, Args)]
+pub struct FlashArgs {
+    /// The image to write
+    #[arg(value_name = "IMAGE")]
+    pub image: PathBuf,
+    /// The cards (/dev/sdX, /dev/mmcblkN or /dev/disk/by-id/...); several are written at once
+    #[arg(value_name = "DEVICE", required = true)]
+    pub devices: Vec<String>,
+    /// The image's block map [default: IMAGE.bmap when it exists]
+    #[arg(long, value_name = "FILE")]
+    pub bmap: Option<PathBuf>,
+    /// Write every block, even with a block map beside the image
+    #[arg(long, conflicts_with = "bmap")]
+    pub no_bmap: bool,
+    /// Skip reading the cards back
+    #[arg(long)]
+    pub no_verify: bool,
+    /// Power the cards off when done
+    #[arg(long)]
+    pub eject: bool,
+    /// Do not ask for confirmation
+    #[arg(short = 'y', long)]
+    pub yes: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct FormatArgs {
+    /// The card
+    #[arg(value_name = "DEVICE")]
+    pub device: String,
+    /// The FAT boot partition's size [default: 256M]
+    #[arg(long, value_name = "SIZE", value_parser = crate::layout::parse_size)]
+    pub boot_size: Option<u64>,
+    /// Do not ask for confirmation
+    #[arg(short = 'y', long)]
+    pub yes: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct InstallArgs {
+    /// The built image, as `pib-client images` lists it
+    #[arg(value_name = "NAME")]
+    pub name: String,
+    /// The cards
+    #[arg(value_name = "DEVICE", required = true)]
+    pub devices: Vec<String>,
+    /// Skip reading the cards back
+    #[arg(long)]
+    pub no_verify: bool,
+    /// Power the cards off when done
+    #[arg(long)]
+    pub eject: bool,
+    /// Do not ask for confirmation
+    #[arg(short = 'y', long)]
+    pub yes: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DevicesArgs {
+    /// Also the system disk, non-removable and refused disks
+    #[arg(long)]
+    pub all: bool,
+}
+
 #[derive(Debug, Args)]
 pub struct CleanArgs {
     /// Everyone's images, not only yours (needs org.pibuilder.manage)
@@ -413,13 +486,13 @@ impl Command {
     /// The name of a command that is not implemented yet, `None` for the working ones.
     pub fn planned_name(&self) -> Option<&'static str> {
         Some(match self {
-            Command::Image(_) => "image",
-            Command::Flash(_) => "flash",
-            Command::Format(_) => "format",
-            Command::Install(_) => "install",
-            Command::Devices(_) => "devices",
             Command::Scan(_) => "scan",
-            Command::Base(_)
+            Command::Image(_)
+            | Command::Flash(_)
+            | Command::Format(_)
+            | Command::Install(_)
+            | Command::Devices(_)
+            | Command::Base(_)
             | Command::Build(_)
             | Command::Shell(_)
             | Command::Images
@@ -443,8 +516,13 @@ mod tests {
         Cli::try_parse_from(std::iter::once("pib-client").chain(args.iter().copied()))
     }
 
-    const PLANNED: &[&str] = &["flash", "format", "install", "devices", "scan"];
+    const PLANNED: &[&str] = &["scan"];
     const WORKING: &[&str] = &[
+        "image",
+        "flash",
+        "format",
+        "install",
+        "devices",
         "status",
         "binfmt",
         "jobs",
@@ -499,6 +577,43 @@ mod tests {
             assert_eq!(cli.command.planned_name(), Some(*name));
         }
         assert_eq!(parse(&["status"]).unwrap().command.planned_name(), None);
+    }
+
+    #[test]
+    fn card_commands_parse() {
+        let cli = parse(&[
+            "flash",
+            "pi.img.zst",
+            "/dev/sdb",
+            "/dev/sdc",
+            "--yes",
+            "--eject",
+        ])
+        .unwrap();
+        let Command::Flash(a) = cli.command else {
+            panic!()
+        };
+        assert_eq!(a.devices, ["/dev/sdb", "/dev/sdc"]);
+        assert!(a.yes && a.eject && !a.no_verify);
+        assert!(parse(&["flash", "pi.img"]).is_err(), "a device is required");
+        assert!(parse(&["flash", "pi.img", "/dev/sdb", "--bmap", "x", "--no-bmap"]).is_err());
+        let cli = parse(&["format", "/dev/sdb", "--boot-size", "128M"]).unwrap();
+        let Command::Format(f) = cli.command else {
+            panic!()
+        };
+        assert_eq!(f.boot_size, Some(128 << 20));
+        assert!(parse(&["install", "kiosk", "/dev/sdb", "--no-verify"]).is_ok());
+        assert!(parse(&["devices", "--all", "--json"]).is_ok());
+        assert!(parse(&[
+            "image",
+            "-o",
+            "x.img",
+            "--size",
+            "4G",
+            "--root-headroom",
+            "1G"
+        ])
+        .is_err());
     }
 
     #[test]

@@ -65,6 +65,9 @@ pub enum ClientError {
     Interrupted { path: Option<String> },
     #[error("`{0}` is not implemented yet")]
     NotImplemented(&'static str),
+    /// The command line asks for something the client will not do as given.
+    #[error("{0}")]
+    Usage(String),
     #[error("{context}: {source}")]
     Io {
         context: &'static str,
@@ -220,6 +223,7 @@ pub fn explain(err: &ClientError, asked: bool) -> Explanation {
             format!("`{name}` is not implemented yet"),
             exit::USAGE,
         ),
+        ClientError::Usage(text) => Explanation::new(names::USAGE, format!("{text}."), exit::USAGE),
         ClientError::Io { context, source } => {
             Explanation::new(names::IO, format!("{context}: {source}."), exit::FAILURE)
         }
@@ -321,6 +325,46 @@ fn explain_dbus(err: &DBusError, attempt: &Attempt, asked: bool) -> Explanation 
             };
             (format!("The job was cancelled{why}."), exit::CANCELLED)
         }
+        DBusError::DeviceBusy(_) => (
+            format!(
+                "Could not {}: {msg}. Close what uses the card (or wait for the other job) and \
+                 try again.",
+                attempt.doing
+            ),
+            exit::FAILURE,
+        ),
+        DBusError::SystemDisk(_) => (
+            format!(
+                "Refused to {}: {msg}. pi-builder never writes the disk the system runs from.",
+                attempt.doing
+            ),
+            exit::FAILURE,
+        ),
+        DBusError::DeviceRefused(_) => (
+            format!(
+                "Refused to {}: {msg}. `pib-client devices` lists the cards it accepts.",
+                attempt.doing
+            ),
+            exit::FAILURE,
+        ),
+        DBusError::DeviceChanged(_) => (
+            format!(
+                "Stopped before writing: {msg}. Check which card is inserted and run the \
+                 command again."
+            ),
+            exit::FAILURE,
+        ),
+        DBusError::DeviceLost(_) => (
+            format!("The card went away while being written: {msg}. Reinsert it and try again."),
+            exit::FAILURE,
+        ),
+        DBusError::VerifyFailed(_) => (
+            format!(
+                "The card does not read back as the image: {msg}. The card may be failing or \
+                 fake; try another."
+            ),
+            exit::FAILURE,
+        ),
         DBusError::NoSpace(_) => (
             format!(
                 "Could not {}: {msg}. Free some space, or choose a larger size.",

@@ -48,6 +48,26 @@ impl Progress {
         Progress { view }
     }
 
+    /// One of several jobs shown at once (one bar each in `group`), labelled, e.g. by device.
+    pub fn in_group(
+        ui: &Ui,
+        path: &str,
+        stderr_is_terminal: bool,
+        group: &indicatif::MultiProgress,
+        label: &str,
+    ) -> Progress {
+        let mut p = Progress::new(ui, path, stderr_is_terminal);
+        match &mut p.view {
+            View::Bar(b) => {
+                b.pb = group.add(b.pb.clone());
+                b.label = Some(label.to_owned());
+            }
+            View::Lines(l) => l.label = label.to_owned(),
+            _ => {}
+        }
+        p
+    }
+
     pub fn update(&mut self, s: &Snapshot) {
         match &mut self.view {
             View::Bar(b) => b.update(s),
@@ -149,6 +169,8 @@ struct Bar {
     /// The text of the `{details}` key; indicatif cannot compute it, the daemon's figures are
     /// better than indicatif's own estimate from the throttled updates.
     details: Arc<Mutex<String>>,
+    /// Shown before the headline when several bars share the terminal.
+    label: Option<String>,
 }
 
 /// Steps of the bar when only a fraction is known.
@@ -160,6 +182,7 @@ impl Bar {
             pb: ProgressBar::no_length(),
             shape: None,
             details: Arc::default(),
+            label: None,
         };
         // Styled before the first tick, or indicatif draws its default bar once.
         bar.set_shape(BarShape::Spinner);
@@ -215,7 +238,10 @@ impl Bar {
             }
             BarShape::Spinner => {}
         }
-        self.pb.set_message(headline(s));
+        match &self.label {
+            Some(label) => self.pb.set_message(format!("{label}: {}", headline(s))),
+            None => self.pb.set_message(headline(s)),
+        }
     }
 }
 

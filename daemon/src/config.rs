@@ -48,6 +48,26 @@ pub struct Config {
     pub binfmt: BinfmtConfig,
     pub build: BuildConfig,
     pub base: BaseSection,
+    pub devices: DevicesSection,
+}
+
+/// Which block devices may be written.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct DevicesSection {
+    /// Loop devices are accepted as cards (tests and demos); never on a user's machine.
+    pub allow_loop: bool,
+    /// Disks larger than this need org.pibuilder.flash-system-device like non-removable ones.
+    pub large_disk_bytes: u64,
+}
+
+impl Default for DevicesSection {
+    fn default() -> Self {
+        DevicesSection {
+            allow_loop: false,
+            large_disk_bytes: 256 << 30,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -110,6 +130,7 @@ impl Default for Config {
             binfmt: BinfmtConfig::default(),
             build: BuildConfig::default(),
             base: BaseSection::default(),
+            devices: DevicesSection::default(),
         }
     }
 }

@@ -164,16 +164,26 @@ impl CheckedFd {
         rustix::fs::fcntl_getfl(&self.fd).is_ok_and(|f| f.contains(OFlags::APPEND))
     }
 
+    /// A blocking descriptor of our own for reading (used on a blocking thread); see
+    /// `into_blocking_writer`.
+    pub fn into_blocking_reader(self) -> Result<OwnedFd, FdError> {
+        self.reopen_blocking(OFlags::RDONLY)
+    }
+
     /// A blocking descriptor of our own for writing (used on a blocking thread): a pipe is
     /// reopened through /proc/self/fd, so the caller's open file description keeps its flags;
     /// a regular file is used as it is.
     pub fn into_blocking_writer(self) -> Result<OwnedFd, FdError> {
+        self.reopen_blocking(OFlags::WRONLY)
+    }
+
+    fn reopen_blocking(self, mode: OFlags) -> Result<OwnedFd, FdError> {
         let what = self.what;
         if self.kind == FileType::RegularFile {
             return Ok(self.fd);
         }
         let own = format!("/proc/self/fd/{}", self.fd.as_fd().as_raw_fd());
-        let flags = OFlags::WRONLY | OFlags::CLOEXEC | OFlags::NOCTTY;
+        let flags = mode | OFlags::CLOEXEC | OFlags::NOCTTY;
         rustix::fs::open(own.as_str(), flags, rustix::fs::Mode::empty()).map_err(|e| FdError::Io {
             what,
             detail: e.to_string(),

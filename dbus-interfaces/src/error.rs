@@ -29,6 +29,18 @@ pub enum DBusError {
     Cancelled(String),
     /// The output or the daemon's disk is full, or a requested size cannot hold the content.
     NoSpace(String),
+    /// A device is in use: opened exclusively by someone else, or being written by another job.
+    DeviceBusy(String),
+    /// The device holds the running system or the daemon's state.
+    SystemDisk(String),
+    /// The device is not something pi-builder writes: a partition, not a block device, read-only, in use by swap, LVM, dm or md, or a loop device the configuration does not allow.
+    DeviceRefused(String),
+    /// The device is no longer the one that was chosen (it was swapped between selection and write).
+    DeviceChanged(String),
+    /// The device went away while it was being written.
+    DeviceLost(String),
+    /// What was read back from the card differs from the image.
+    VerifyFailed(String),
     /// Anything else.
     Failed(String),
 }
@@ -47,6 +59,12 @@ impl DBusError {
             DBusError::DockerUnavailable(_) => "DockerUnavailable",
             DBusError::Cancelled(_) => "Cancelled",
             DBusError::NoSpace(_) => "NoSpace",
+            DBusError::DeviceBusy(_) => "DeviceBusy",
+            DBusError::SystemDisk(_) => "SystemDisk",
+            DBusError::DeviceRefused(_) => "DeviceRefused",
+            DBusError::DeviceChanged(_) => "DeviceChanged",
+            DBusError::DeviceLost(_) => "DeviceLost",
+            DBusError::VerifyFailed(_) => "VerifyFailed",
             DBusError::Failed(_) => "Failed",
         }
     }
@@ -75,6 +93,12 @@ impl DBusError {
             | DBusError::DockerUnavailable(m)
             | DBusError::Cancelled(m)
             | DBusError::NoSpace(m)
+            | DBusError::DeviceBusy(m)
+            | DBusError::SystemDisk(m)
+            | DBusError::DeviceRefused(m)
+            | DBusError::DeviceChanged(m)
+            | DBusError::DeviceLost(m)
+            | DBusError::VerifyFailed(m)
             | DBusError::Failed(m) => m.clone(),
         }
     }
@@ -96,6 +120,12 @@ impl DBusError {
             "DockerUnavailable" => DBusError::DockerUnavailable(message),
             "Cancelled" => DBusError::Cancelled(message),
             "NoSpace" => DBusError::NoSpace(message),
+            "DeviceBusy" => DBusError::DeviceBusy(message),
+            "SystemDisk" => DBusError::SystemDisk(message),
+            "DeviceRefused" => DBusError::DeviceRefused(message),
+            "DeviceChanged" => DBusError::DeviceChanged(message),
+            "DeviceLost" => DBusError::DeviceLost(message),
+            "VerifyFailed" => DBusError::VerifyFailed(message),
             _ => DBusError::Failed(message),
         }
     }
@@ -123,6 +153,12 @@ mod tests {
             DBusError::DockerUnavailable("m".into()),
             DBusError::Cancelled("m".into()),
             DBusError::NoSpace("m".into()),
+            DBusError::DeviceBusy("m".into()),
+            DBusError::SystemDisk("m".into()),
+            DBusError::DeviceRefused("m".into()),
+            DBusError::DeviceChanged("m".into()),
+            DBusError::DeviceLost("m".into()),
+            DBusError::VerifyFailed("m".into()),
             DBusError::Failed("m".into()),
         ];
         for e in all {

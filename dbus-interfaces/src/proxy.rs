@@ -77,6 +77,35 @@ pub trait Manager {
         options: HashMap<&str, Variant<'_>>,
     ) -> Result<OwnedObjectPath, DBusError>;
 
+    /// The machine's whole disks with pi-builder's verdict on each.
+    fn list_devices(
+        &self,
+        options: HashMap<&str, Variant<'_>>,
+    ) -> Result<Vec<HashMap<String, OwnedVariant>>, DBusError>;
+
+    /// Writes an image to cards; returns one job per device.
+    fn flash(
+        &self,
+        image: zbus::Fd<'_>,
+        devices: &[&str],
+        options: HashMap<&str, Variant<'_>>,
+    ) -> Result<Vec<OwnedObjectPath>, DBusError>;
+
+    /// Gives a card the default empty layout; returns the job.
+    fn format_device(
+        &self,
+        device: &str,
+        options: HashMap<&str, Variant<'_>>,
+    ) -> Result<OwnedObjectPath, DBusError>;
+
+    /// Writes a built image straight to cards; returns one job per device.
+    fn install(
+        &self,
+        name: &str,
+        devices: &[&str],
+        options: HashMap<&str, Variant<'_>>,
+    ) -> Result<Vec<OwnedObjectPath>, DBusError>;
+
     /// Makes a bootable disk image of a built image into `output`; returns the job.
     fn make_disk_image(
         &self,

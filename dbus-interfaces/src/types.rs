@@ -51,6 +51,16 @@ pub mod options {
     pub const DATA_LABEL: &str = "data_label";
     /// `s`: "zstd" or "xz".
     pub const COMPRESS: &str = "compress";
+    /// `b`: ListDevices also lists hidden disks.
+    pub const ALL: &str = "all";
+    /// `s`: a block map (bmaptool XML) for Flash.
+    pub const BMAP: &str = "bmap";
+    /// `s`: "none", "zstd" or "xz" for Flash's image stream.
+    pub const COMPRESSION: &str = "compression";
+    /// `b`: read the card back and compare.
+    pub const VERIFY: &str = "verify";
+    /// `b`: power the card off afterwards.
+    pub const EJECT: &str = "eject";
 }
 
 /// Keys of a job's `Result` dictionary.
@@ -83,6 +93,33 @@ pub mod result {
     pub const MANIFEST: &str = "manifest";
     /// `s`: the partitions as a JSON array of {number, label, type, start, size}.
     pub const PARTITIONS: &str = "partitions";
+    /// `s`: the device a flash job wrote.
+    pub const DEVICE: &str = "device";
+    /// `t`: bytes written to the device.
+    pub const WRITTEN: &str = "written";
+    /// `b`: whether the card was read back and matched.
+    pub const VERIFIED: &str = "verified";
+}
+
+/// Keys of the dictionaries returned by ListDevices.
+pub mod device {
+    pub const DEVICE: &str = "device";
+    pub const NAME: &str = "name";
+    pub const MAJOR: &str = "major";
+    pub const MINOR: &str = "minor";
+    pub const DISKSEQ: &str = "diskseq";
+    pub const SIZE: &str = "size";
+    pub const MODEL: &str = "model";
+    pub const VENDOR: &str = "vendor";
+    pub const SERIAL: &str = "serial";
+    pub const BUS: &str = "bus";
+    pub const REMOVABLE: &str = "removable";
+    pub const READ_ONLY: &str = "read_only";
+    pub const MOUNTED: &str = "mounted";
+    pub const PARTITIONS: &str = "partitions";
+    pub const VERDICT: &str = "verdict";
+    pub const REASON: &str = "reason";
+    pub const ERROR: &str = "error";
 }
 
 /// Keys of the dictionaries returned by ListBases and ListImages.
@@ -196,6 +233,8 @@ word_enum!(
         Clean => "clean",
         Shell => "shell",
         DiskImage => "disk-image",
+        Flash => "flash",
+        Format => "format",
     }
 );
 

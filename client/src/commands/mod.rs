@@ -7,6 +7,8 @@ mod build;
 mod cancel;
 mod clean;
 mod completions;
+mod devices;
+mod flash;
 mod image;
 mod images;
 mod jobs;
@@ -58,11 +60,11 @@ async fn run_command(ui: &Ui, command: Command) -> Result<u8, ClientError> {
         Command::Clean(args) => done(clean::run(&mut Bus::system(ui).await?, ui, &args).await),
         Command::Shell(args) => shell::run(&mut Bus::system(ui).await?, ui, &args).await,
         Command::Image(args) => done(image::run(ui, &args).await),
-        planned @ (Command::Flash(_)
-        | Command::Format(_)
-        | Command::Install(_)
-        | Command::Devices(_)
-        | Command::Scan(_)) => Err(ClientError::NotImplemented(
+        Command::Devices(args) => done(devices::list(&mut Bus::system(ui).await?, ui, &args).await),
+        Command::Flash(args) => done(flash::run(ui, &args).await),
+        Command::Format(args) => done(flash::format(ui, &args).await),
+        Command::Install(args) => done(flash::install(ui, &args).await),
+        planned @ Command::Scan(_) => Err(ClientError::NotImplemented(
             planned
                 .planned_name()
                 .expect("every planned command has a name"),

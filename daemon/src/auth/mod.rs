@@ -121,6 +121,21 @@ impl Authorizer {
         Ok(caller)
     }
 
+    /// A further action a call needs beyond its table entry, decided by what it touches (a
+    /// non-removable disk needs org.pibuilder.flash-system-device on top of the flash grant).
+    pub async fn authorize_extra(
+        &self,
+        header: &Header<'_>,
+        action: &str,
+        details: &[(&str, &str)],
+    ) -> Result<(), DBusError> {
+        let interactive = header
+            .primary()
+            .flags()
+            .contains(Flags::ALLOW_INTERACTIVE_AUTH);
+        self.check(header, action, interactive, details).await
+    }
+
     /// Whether the caller of `header` holds `action`, without ever prompting.
     pub async fn holds(&self, header: &Header<'_>, action: &str) -> bool {
         self.check(header, action, false, &[]).await.is_ok()

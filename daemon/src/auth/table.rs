@@ -101,6 +101,28 @@ pub const TABLE: &[(&str, &str, Requirement)] = &[
         Requirement::Action(actions::BUILD),
     ),
     (
+        MANAGER_INTERFACE,
+        "ListDevices",
+        Requirement::Action(actions::INSPECT),
+    ),
+    // Flash, FormatDevice and Install authorize each device with its details; a disk that is
+    // not removable-class needs org.pibuilder.flash-system-device instead.
+    (
+        MANAGER_INTERFACE,
+        "Flash",
+        Requirement::Action(actions::FLASH),
+    ),
+    (
+        MANAGER_INTERFACE,
+        "FormatDevice",
+        Requirement::Action(actions::FLASH),
+    ),
+    (
+        MANAGER_INTERFACE,
+        "Install",
+        Requirement::Action(actions::FLASH),
+    ),
+    (
         JOB_INTERFACE,
         "Cancel",
         Requirement::JobOwnerOr(actions::MANAGE),

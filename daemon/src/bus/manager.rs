@@ -18,10 +18,12 @@ use crate::base::service as base;
 use crate::binfmt::service::{self as binfmt, BinfmtRequest};
 use crate::build::request::{self, BuildRequest};
 use crate::fdio::{self, Access, CheckedFd, Kinds};
+use crate::flash::request::{self as flash_request, FlashRequest};
 use crate::image::request::{self as image_request, ImageRequest};
 use crate::jobs::{JobHandle, Outcome};
 use crate::results::{self, ImageInfo};
 use crate::shell::{ShellFds, ShellRequest};
+use crate::workdir::WorkDir;
 
 /// Takes a caller's fd off the message and checks it (before authorization).
 fn caller_fd(
@@ -100,6 +102,59 @@ impl Manager {
         let docker = self.docker().await?;
         let any = caller.uid == 0 || self.ctx.auth.holds(header, actions::MANAGE).await;
         results::find(&docker, caller.uid, name, any).await
+    }
+
+    /// Checks and authorizes each named device for a write of `image_size` bytes (0 when
+    /// unknown), and claims it; any refusal refuses the whole call before anything is written.
+    async fn choose_devices(
+        &self,
+        header: &Header<'_>,
+        devices: &[String],
+        image_size: u64,
+    ) -> Result<(Caller, Vec<crate::flash::run::Chosen>), DBusError> {
+        crate::flash::request::check_devices(devices)?;
+        let mut disks = Vec::new();
+        for name in devices {
+            let disk = crate::device::service::inspect(&self.ctx, name, image_size).await?;
+            if disks
+                .iter()
+                .any(|d: &crate::device::rules::Disk| d.node == disk.node)
+            {
+                return Err(DBusError::InvalidArgs(format!(
+                    "{name} is the same device as another one named"
+                )));
+            }
+            disks.push(disk);
+        }
+        let mut caller = None;
+        for disk in &disks {
+            let details = crate::device::service::details(disk);
+            let details: Vec<(&str, &str)> =
+                details.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            caller = Some(self.ctx.auth.authorize(header, None, &details).await?);
+            if let crate::device::rules::Verdict::NeedsSystemGrant(_) = disk.verdict {
+                self.ctx
+                    .auth
+                    .authorize_extra(header, actions::FLASH_SYSTEM_DEVICE, &details)
+                    .await?;
+            }
+        }
+        let caller = caller.ok_or_else(|| DBusError::InvalidArgs("no device given".into()))?;
+        let mut chosen = Vec::new();
+        for disk in disks {
+            let dev = (disk.identity.major, disk.identity.minor);
+            let claim = self.ctx.busy_devices.claim(dev).ok_or_else(|| {
+                DBusError::DeviceBusy(format!(
+                    "{} is being written by another job",
+                    disk.node.display()
+                ))
+            })?;
+            chosen.push(crate::flash::run::Chosen {
+                disk,
+                _claim: claim,
+            });
+        }
+        Ok((caller, chosen))
     }
 
     async fn binfmt_job(
@@ -394,6 +449,133 @@ impl Manager {
             crate::shell::run(&docker, &image, request, fds, &job).await
         })
         .await
+    }
+
+    #[zbus(out_args("jobs"))]
+    async fn flash(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        image: zbus::Fd<'_>,
+        devices: Vec<String>,
+        options: HashMap<String, OwnedVariant>,
+    ) -> Result<Vec<OwnedObjectPath>, DBusError> {
+        self.ctx.activity.touch();
+        let image = caller_fd(image, "image", Access::Read, Kinds::PIPE_OR_FILE)?;
+        let request = FlashRequest::parse(&Options::new(options, flash_request::KEYS)?)?;
+        crate::flash::request::check_devices(&devices)?;
+        let image = image
+            .into_blocking_reader()
+            .map_err(|e| DBusError::InvalidArgs(e.to_string()))?;
+        let image = std::fs::File::from(image);
+        // The size the card must have, as far as it is known before reading.
+        let size = match (&request.bmap, image.metadata()) {
+            (Some(b), _) => b.image_size,
+            (None, Ok(m)) if m.is_file() && request.compression.is_none() => {
+                let mut magic = [0u8; 6];
+                let n = std::os::unix::fs::FileExt::read_at(&image, &mut magic, 0).unwrap_or(0);
+                if crate::flash::run::is_compressed(&magic[..n]) {
+                    0
+                } else {
+                    m.len()
+                }
+            }
+            _ => 0,
+        };
+        let (caller, chosen) = self.choose_devices(&header, &devices, size).await?;
+        crate::flash::run::start(
+            &self.ctx,
+            caller.uid,
+            chosen,
+            crate::flash::run::ready(crate::flash::run::Source::Caller(image)),
+            request,
+            Operation::Flash,
+        )
+        .await
+    }
+
+    #[zbus(out_args("jobs"))]
+    async fn install(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        name: String,
+        devices: Vec<String>,
+        options: HashMap<String, OwnedVariant>,
+    ) -> Result<Vec<OwnedObjectPath>, DBusError> {
+        self.ctx.activity.touch();
+        let layout_keys = [
+            opt::BOOT_SIZE,
+            opt::SIZE,
+            opt::ROOT_HEADROOM,
+            opt::DATA_SIZE,
+            opt::DATA_LABEL,
+            opt::HOSTNAME,
+        ];
+        let keys: Vec<&str> = layout_keys
+            .iter()
+            .chain([opt::VERIFY, opt::EJECT].iter())
+            .copied()
+            .collect();
+        let mut options = Options::new(options, &keys)?;
+        let flash = FlashRequest::parse(&options)?;
+        options.retain(&layout_keys);
+        let layout = ImageRequest::parse(&options)?;
+        results::check_lookup_name(&name)?;
+        crate::flash::request::check_devices(&devices)?;
+        let (caller, chosen) = self.choose_devices(&header, &devices, 0).await?;
+        let image = self.image_for(&header, &caller, &name).await?;
+        let maker: crate::flash::run::SourceMaker = Box::new(move |ctx, job| {
+            Box::pin(async move {
+                let work = WorkDir::create(&ctx.config.state_dir, job.id())?;
+                let (file, _plan) =
+                    crate::image::run::assemble_disk(&ctx, &work, &image, &layout, &job).await?;
+                Ok(crate::flash::run::Source::Made {
+                    file,
+                    _keep: Box::new(work),
+                })
+            })
+        });
+        crate::flash::run::start(
+            &self.ctx,
+            caller.uid,
+            chosen,
+            maker,
+            flash,
+            Operation::Flash,
+        )
+        .await
+    }
+
+    #[zbus(out_args("job"))]
+    async fn format_device(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        device: String,
+        options: HashMap<String, OwnedVariant>,
+    ) -> Result<OwnedObjectPath, DBusError> {
+        self.ctx.activity.touch();
+        let options = Options::new(options, &[opt::BOOT_SIZE])?;
+        let boot_size = ImageRequest::parse(&options)?.boot_size;
+        let (caller, mut chosen) = self
+            .choose_devices(&header, std::slice::from_ref(&device), 0)
+            .await?;
+        let chosen = chosen.remove(0);
+        self.start_job(Operation::Format, &caller, move |_ctx, job| async move {
+            crate::flash::format::run(chosen, boot_size, job).await
+        })
+        .await
+    }
+
+    #[zbus(out_args("devices"))]
+    async fn list_devices(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        options: HashMap<String, OwnedVariant>,
+    ) -> Result<Vec<HashMap<String, OwnedVariant>>, DBusError> {
+        self.ctx.activity.touch();
+        let options = Options::new(options, &[opt::ALL])?;
+        let all = options.flag(opt::ALL)?;
+        self.ctx.auth.authorize(&header, None, &[]).await?;
+        crate::device::service::list(&self.ctx, all).await
     }
 
     #[zbus(out_args("job"))]

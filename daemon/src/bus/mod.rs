@@ -1,7 +1,7 @@
 //! The daemon on the system bus: objects first, then the name (so no call can arrive at a
 //! half-built service), then serve until idle or told to stop.
 
-mod job_object;
+pub mod job_object;
 mod manager;
 pub mod options;
 
@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pib_dbus_interfaces::names::{BUS_NAME, MANAGER_PATH};
+use pib_dbus_interfaces::types::Operation;
 use pib_dbus_interfaces::DBusError;
 use tokio::signal::unix::{signal, SignalKind};
 use zbus::fdo::{RequestNameFlags, RequestNameReply};
@@ -17,7 +18,7 @@ use zbus::{Connection, OwnedVariant, Variant};
 use crate::auth::Authorizer;
 use crate::config::Config;
 use crate::idle::{wait_until_idle, Activity};
-use crate::jobs::JobRegistry;
+use crate::jobs::{JobRegistry, Outcome};
 
 /// Everything the bus objects share.
 pub struct Daemon {
@@ -29,6 +30,8 @@ pub struct Daemon {
     pub engine: crate::docker::Engine,
     /// binfmt_misc is one global kernel table: one job changes it at a time.
     pub binfmt_lock: tokio::sync::Mutex<()>,
+    /// Devices being written: a second job for one of them is DeviceBusy at once.
+    pub busy_devices: crate::flash::busy::BusyDevices,
 }
 
 /// How long a stopping daemon waits for cancelled jobs to clean up.
@@ -52,11 +55,13 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         conn: conn.clone(),
         config,
         binfmt_lock: tokio::sync::Mutex::new(()),
+        busy_devices: Default::default(),
     });
     conn.object_server()
         .at(MANAGER_PATH, manager::Manager::new(ctx.clone()))
         .await?;
     reap_leftovers(&ctx);
+    report_interrupted(&ctx).await;
 
     match conn
         .request_name_with_flags(BUS_NAME, RequestNameFlags::DO_NOT_QUEUE)
@@ -102,6 +107,25 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 }
 
 /// Crash-only (DESIGN §3 rule 7): whatever a killed predecessor left, this start removes.
+/// Jobs for the card writes a killed daemon left unfinished, so their owners learn of them.
+async fn report_interrupted(ctx: &Arc<Daemon>) {
+    for w in crate::flash::record::take_interrupted(&ctx.config.state_dir) {
+        tracing::warn!(DEVICE = %w.device, CALLER_UID = w.owner_uid, "a write of {} was interrupted", w.device);
+        let job = ctx.jobs.create(Operation::Flash, w.owner_uid);
+        if job_object::export(ctx, job.clone()).await.is_err() {
+            continue;
+        }
+        let message = format!(
+            "interrupted: the daemon stopped while writing {}; the card is incomplete (its \
+             partition table was not written) and must be written again",
+            w.device
+        );
+        ctx.jobs.run(job, move |_| async move {
+            Err::<Outcome, _>(DBusError::DeviceLost(message))
+        });
+    }
+}
+
 fn reap_leftovers(ctx: &Arc<Daemon>) {
     let reaped = crate::workdir::reap_stale(&ctx.config.state_dir);
     if reaped > 0 {

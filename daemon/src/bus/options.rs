@@ -84,6 +84,20 @@ impl Options {
     }
 
     /// A boolean option, `false` when absent.
+    /// Keeps only `keys` (for a method whose options feed two parsers).
+    pub fn retain(&mut self, keys: &[&str]) {
+        self.map.retain(|k, _| keys.contains(&k.as_str()));
+    }
+
+    /// A boolean option that defaults to `default` when absent.
+    pub fn flag_or(&self, key: &str, default: bool) -> Result<bool, DBusError> {
+        if self.map.contains_key(key) {
+            self.flag(key)
+        } else {
+            Ok(default)
+        }
+    }
+
     pub fn flag(&self, key: &str) -> Result<bool, DBusError> {
         match self.map.get(key).map(|v| &**v) {
             None => Ok(false),

@@ -12,6 +12,7 @@ use super::assemble::{self, now};
 use super::boot::boot_dir;
 use super::deliver::{self, DeliverError};
 use super::export::ExportContainer;
+use super::layout::Plan;
 use super::request::{Compression, ImageRequest};
 use super::rootfs::MIB;
 use super::{fixups, manifest, ImageError};
@@ -53,9 +54,21 @@ pub async fn run(
         .into_blocking_writer()
         .map_err(|e| DBusError::InvalidArgs(e.to_string()))?;
     let work = WorkDir::create(&ctx.config.state_dir, job.id())?;
+    let (disk, plan) = assemble_disk(ctx, &work, &image, &req, &job).await?;
+    deliver_to(disk, plan, &image, &req, output, &job).await
+}
+
+/// Makes the disk image of `image` in `work` (the file and its layout), reporting on `job`.
+pub async fn assemble_disk(
+    ctx: &Daemon,
+    work: &WorkDir,
+    image: &ImageInfo,
+    req: &ImageRequest,
+    job: &JobHandle,
+) -> Result<(File, Plan), DBusError> {
     let docker = ctx.engine.client().await?;
-    let container = ExportContainer::create(&docker, &image, job.id()).await?;
-    let made = make(&work, &container, &image, &req, output, &job).await;
+    let container = ExportContainer::create(&docker, image, job.id()).await?;
+    let made = make(work, &container, image, req, job).await;
     container.remove().await;
     made
 }
@@ -65,9 +78,8 @@ async fn make(
     container: &ExportContainer,
     image: &ImageInfo,
     req: &ImageRequest,
-    output: OwnedFd,
     job: &JobHandle,
-) -> Result<Outcome, DBusError> {
+) -> Result<(File, Plan), DBusError> {
     let disk = File::options()
         .read(true)
         .write(true)
@@ -152,8 +164,18 @@ async fn make(
     for note in notes {
         job.log(note);
     }
+    Ok((disk, plan))
+}
 
-    // One pass: hash, block map and the copy to the caller.
+/// One pass over the finished image: hash, block map and the copy to the caller.
+async fn deliver_to(
+    disk: File,
+    plan: Plan,
+    image: &ImageInfo,
+    req: &ImageRequest,
+    output: OwnedFd,
+    job: &JobHandle,
+) -> Result<Outcome, DBusError> {
     job.set_stage("output");
     let compression = req.compress;
     let delivered = {

@@ -275,6 +275,10 @@ pub struct JobHandle(Arc<Job>);
 // capabilities add; the machinery and its properties exist from the start.
 #[allow(dead_code)]
 impl JobHandle {
+    pub fn owner_uid(&self) -> u32 {
+        self.0.owner_uid
+    }
+
     pub fn id(&self) -> u64 {
         self.0.id
     }

@@ -1,0 +1,411 @@
+//! Writing cards, as a user without root granted org.pibuilder.flash by a polkit rule, to loop
+//! devices backed by sparse files (the dev config allows loop devices): byte-exact writes,
+//! verification failures, refusals with nothing written, cancel, four cards at once, format,
+//! and a daemon killed mid-write.
+//!
+//! Loop devices and the daemon are machine-wide, so the steps run in one test, in order.
+
+use std::fs::File;
+use std::os::unix::fs::{FileExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use pib_tests::{eventually, last_json, text, PolkitRule, TestUser};
+
+const MIB: u64 = 1 << 20;
+
+/// A loop device over a sparse file, detached (and its file removed) on drop.
+struct Card {
+    dev: String,
+    file: PathBuf,
+}
+
+impl Card {
+    fn new(dir: &Path, name: &str, size: u64, read_only: bool) -> Card {
+        let file = dir.join(name);
+        let f = File::create(&file).unwrap();
+        f.set_len(size).unwrap();
+        // Something the write must replace, so a skipped write shows.
+        f.write_all_at(&[0xEE; 4096], 0).unwrap();
+        f.write_all_at(&[0xEE; 4096], size - 4096).unwrap();
+        let mut args = vec!["--find", "--show"];
+        if read_only {
+            args.push("--read-only");
+        }
+        let out = Command::new("losetup")
+            .args(&args)
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "losetup: {}", text(&out));
+        let dev = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+        Card { dev, file }
+    }
+
+    fn read(&self, offset: u64, len: usize) -> Vec<u8> {
+        let mut buf = vec![0u8; len];
+        let f = File::open(&self.dev).unwrap();
+        f.read_exact_at(&mut buf, offset).unwrap();
+        buf
+    }
+}
+
+impl Drop for Card {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").arg("-d").arg(&self.dev).status();
+        let _ = std::fs::remove_file(&self.file);
+    }
+}
+
+fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// A sparse image with data in a few places (the first MiB included), and its bmap.
+fn make_image(dir: &Path, name: &str, len: u64) -> PathBuf {
+    let path = dir.join(name);
+    let f = File::create(&path).unwrap();
+    f.set_len(len).unwrap();
+    f.write_all_at(&pattern(MIB as usize + 77, 1), 0).unwrap();
+    f.write_all_at(&pattern(3 * MIB as usize, 2), len / 2 + 123)
+        .unwrap();
+    f.write_all_at(&pattern(5000, 3), len - 5000).unwrap();
+    let bmap = dir.join(format!("{name}.bmap"));
+    let out = Command::new("bmaptool")
+        .args(["create", "-o"])
+        .arg(&bmap)
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "bmaptool create: {}", text(&out));
+    for p in [&path, &bmap] {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    path
+}
+
+fn same_as_image(card: &Card, image: &Path) {
+    let len = std::fs::metadata(image).unwrap().len();
+    let out = Command::new("cmp")
+        .arg("-n")
+        .arg(len.to_string())
+        .arg(image)
+        .arg(&card.dev)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "card {} differs: {}",
+        card.dev,
+        text(&out)
+    );
+}
+
+fn flash(user: &TestUser, image: &Path, devices: &[&str], extra: &[&str]) -> Output {
+    let mut args = vec!["--json", "flash", image.to_str().unwrap()];
+    args.extend_from_slice(devices);
+    args.push("--yes");
+    args.extend_from_slice(extra);
+    user.client(&args)
+}
+
+fn error_name(out: &Output) -> String {
+    let all = String::from_utf8_lossy(&out.stdout);
+    all.lines()
+        .rev()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find_map(|v| v["error"].as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+fn refused(user: &TestUser, image: &Path, device: &str, expected: &str) {
+    let out = flash(user, image, &[device], &[]);
+    assert_eq!(out.status.code(), Some(1), "{device}: {}", text(&out));
+    assert_eq!(
+        error_name(&out),
+        format!("org.pibuilder.PiBuilder1.Error.{expected}"),
+        "{device}: {}",
+        text(&out)
+    );
+}
+
+fn daemon_pid() -> Option<u32> {
+    let out = Command::new("pgrep")
+        .args(["-x", "pib-daemon"])
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+fn running_flash_job(user: &TestUser) -> Option<String> {
+    let out = user.client(&["--json", "jobs"]);
+    let v = last_json_array(&out);
+    v.into_iter()
+        .find(|j| {
+            j["operation"] == "flash" && j["state"] == "running" && j["bytes"].as_u64() > Some(0)
+        })
+        .and_then(|j| j["path"].as_str().map(str::to_owned))
+}
+
+fn last_json_array(out: &Output) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .rev()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find_map(|v| v.as_array().cloned())
+        .unwrap_or_default()
+}
+
+fn start_flash(user: &TestUser, image: &Path, device: &str) -> std::process::Child {
+    user.command(pib_tests::client_bin())
+        .args(["--json", "flash", image.to_str().unwrap(), device, "--yes"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn cards_are_written_exactly_and_refused_safely() {
+    let user = TestUser::ensure("pibtest-flash");
+    let _grant = PolkitRule::grant("flash", &user.name, "org.pibuilder.flash");
+    let dir = std::env::temp_dir().join(format!("pib-cards-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let image = make_image(&dir, "pi.img", 64 * MIB + 4096 + 512);
+
+    // The listing shows a loop card as acceptable and the system disk as refused (with --all).
+    let card = Card::new(&dir, "card0", 128 * MIB, false);
+    assert!(eventually(Duration::from_secs(20), || {
+        flash(&user, &image, &[&card.dev], &[]).status.success()
+    }));
+    same_as_image(&card, &image);
+    let listed = last_json_array(&user.client(&["--json", "devices", "--all"]));
+    let mine = listed
+        .iter()
+        .find(|d| d["device"] == card.dev.as_str())
+        .expect("listed");
+    assert_eq!(mine["verdict"], "ok", "{mine}");
+    assert!(
+        listed.iter().any(|d| d["verdict"] == "refused"
+            && d["error"] == "org.pibuilder.PiBuilder1.Error.SystemDisk"),
+        "{listed:?}"
+    );
+    // Past the image, the card is as it was, but for its last MiB (stale signatures wiped).
+    assert!(card.read(128 * MIB - 4096, 4096).iter().all(|&b| b == 0));
+
+    // The result says what was done.
+    let out = flash(&user, &image, &[&card.dev], &["--no-verify"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let r = &last_json(&out)["result"];
+    assert_eq!(r["device"], card.dev.as_str());
+    assert_eq!(r["verified"], 0);
+
+    // A block map whose checksum does not match, and a corrupted source: VerifyFailed, and the
+    // card does not look written (its first MiB, the partition table, is zeros).
+    let bad = dir.join("bad.img");
+    std::fs::copy(&image, &bad).unwrap();
+    let bmap = std::fs::read_to_string(dir.join("pi.img.bmap")).unwrap();
+    std::fs::write(dir.join("bad.img.bmap"), &bmap).unwrap();
+    File::options()
+        .write(true)
+        .open(&bad)
+        .unwrap()
+        .write_all_at(b"corrupt", 64 * MIB / 2 + 200)
+        .unwrap();
+    std::fs::set_permissions(&bad, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::set_permissions(
+        dir.join("bad.img.bmap"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    refused(&user, &bad, &card.dev, "VerifyFailed");
+    assert!(
+        card.read(0, MIB as usize).iter().all(|&b| b == 0),
+        "the table area was written"
+    );
+
+    // Refusals, each typed, with nothing written.
+    let root_disk = {
+        let out = Command::new("findmnt")
+            .args(["-n", "-o", "SOURCE", "/"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    if root_disk.starts_with("/dev/") {
+        refused(&user, &image, &root_disk, "SystemDisk");
+        let link = dir.join("innocent");
+        std::os::unix::fs::symlink(&root_disk, &link).unwrap();
+        refused(&user, &image, link.to_str().unwrap(), "SystemDisk");
+    }
+    refused(&user, &image, "/dev/null", "DeviceRefused");
+    refused(&user, &image, image.to_str().unwrap(), "DeviceRefused");
+    let ro = Card::new(&dir, "ro", 128 * MIB, true);
+    refused(&user, &image, &ro.dev, "DeviceRefused");
+    let small = Card::new(&dir, "small", 32 * MIB, false);
+    refused(&user, &image, &small.dev, "NoSpace");
+    assert!(
+        small.read(0, 4096).iter().all(|&b| b == 0xEE),
+        "the small card was written"
+    );
+    // A partition of a card is not a card.
+    let parted = Card::new(&dir, "parted", 128 * MIB, false);
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "echo 'start=8192, type=83' | sfdisk -q {} && partx --add {}",
+            parted.dev, parted.dev
+        ))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    refused(&user, &image, &format!("{}p1", parted.dev), "DeviceRefused");
+    let _ = Command::new("partx")
+        .arg("--delete")
+        .arg(&parted.dev)
+        .status();
+
+    // Four cards at once, from one read of the image, all verified.
+    let four: Vec<Card> = (1..=4)
+        .map(|i| Card::new(&dir, &format!("multi{i}"), 96 * MIB, false))
+        .collect();
+    let names: Vec<&str> = four.iter().map(|c| c.dev.as_str()).collect();
+    let out = flash(&user, &image, &names, &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    for c in &four {
+        same_as_image(c, &image);
+    }
+    drop(four);
+
+    // Cancel mid-write: Cancelled, the table area untouched, the card free again.
+    let big = make_image(&dir, "big.img", 900 * MIB);
+    File::options()
+        .write(true)
+        .open(&big)
+        .unwrap()
+        .write_all_at(&pattern(600 * MIB as usize, 9), 100 * MIB)
+        .unwrap();
+    let slow = Card::new(&dir, "slow", 1024 * MIB, false);
+    let child = start_flash(&user, &big, &slow.dev);
+    let job = {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(j) = running_flash_job(&user) {
+                break j;
+            }
+            assert!(Instant::now() < deadline, "the flash never showed progress");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let out = user.client(&["cancel", &job]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", text(&out));
+    assert!(
+        slow.read(0, MIB as usize).iter().all(|&b| b == 0),
+        "the table area was written"
+    );
+    let out = flash(&user, &image, &[&slow.dev], &["--no-verify"]);
+    assert!(
+        out.status.success(),
+        "the card stayed locked: {}",
+        text(&out)
+    );
+
+    // A card being written is busy for a second flash.
+    let child = start_flash(&user, &big, &slow.dev);
+    assert!(eventually(Duration::from_secs(60), || running_flash_job(
+        &user
+    )
+    .is_some()));
+    refused(&user, &image, &slow.dev, "DeviceBusy");
+
+    // SIGKILL of the daemon mid-write: the next start reports the interrupted job, and the
+    // card is free (the kernel dropped the exclusive open and the lock with the process).
+    let pid = daemon_pid().expect("the daemon runs");
+    Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .unwrap();
+    let _ = child.wait_with_output();
+    let out = user.client(&["--json", "jobs"]);
+    let jobs = last_json_array(&out);
+    let reported = jobs.iter().find(|j| {
+        j["operation"] == "flash"
+            && j["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("interrupted") && m.contains(&slow.dev))
+    });
+    assert!(reported.is_some(), "{jobs:?}");
+    let out = flash(&user, &image, &[&slow.dev], &["--no-verify"]);
+    assert!(
+        out.status.success(),
+        "the card stayed locked: {}",
+        text(&out)
+    );
+    same_as_image(&slow, &image);
+
+    // Format: the default layout, empty, read back with the standard tools.
+    let blank = Card::new(&dir, "blank", 512 * MIB, false);
+    let out = user.client(&["--json", "format", &blank.dev, "--yes"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let table = Command::new("sfdisk")
+        .arg("--json")
+        .arg(&blank.dev)
+        .output()
+        .unwrap();
+    let table: serde_json::Value = serde_json::from_slice(&table.stdout).unwrap();
+    let parts = table["partitiontable"]["partitions"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(parts.len(), 2, "{table}");
+    assert_eq!(parts[0]["type"], "c");
+    let boot = format!(
+        "{}@@{}",
+        blank.dev,
+        parts[0]["start"].as_u64().unwrap() * 512
+    );
+    let info = Command::new("minfo")
+        .env("MTOOLS_SKIP_CHECK", "1")
+        .args(["-i", &boot])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&info.stdout).contains("PIBOOT"),
+        "{}",
+        text(&info)
+    );
+    let root = format!(
+        "{}?offset={}",
+        blank.dev,
+        parts[1]["start"].as_u64().unwrap() * 512
+    );
+    let fsck = Command::new("e2fsck")
+        .args(["-fn", &root])
+        .output()
+        .unwrap();
+    assert!(fsck.status.success(), "{}", text(&fsck));
+    let _ = Command::new("partx")
+        .arg("--delete")
+        .arg(&blank.dev)
+        .status();
+
+    let _ = std::fs::remove_dir_all(&dir);
+}
