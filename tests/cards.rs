@@ -53,6 +53,12 @@ impl Card {
 
 impl Drop for Card {
     fn drop(&mut self) {
+        // Partitions added by hand outlive the loop device otherwise.
+        let _ = Command::new("partx")
+            .arg("--delete")
+            .arg(&self.dev)
+            .stderr(Stdio::null())
+            .status();
         let _ = Command::new("losetup").arg("-d").arg(&self.dev).status();
         let _ = std::fs::remove_file(&self.file);
     }
@@ -138,17 +144,16 @@ fn refused(user: &TestUser, image: &Path, device: &str, expected: &str) {
     );
 }
 
+/// The owner of the service's name (an idle daemon may still be exiting beside it).
 fn daemon_pid() -> Option<u32> {
-    let out = Command::new("pgrep")
-        .args(["-x", "pib-daemon"])
-        .output()
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
         .ok()?;
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .next()?
-        .trim()
-        .parse()
-        .ok()
+    rt.block_on(async {
+        let conn = pib_tests::system_bus().await;
+        pib_tests::daemon_pid(&conn).await
+    })
 }
 
 fn running_flash_job(user: &TestUser) -> Option<String> {
@@ -156,7 +161,9 @@ fn running_flash_job(user: &TestUser) -> Option<String> {
     let v = last_json_array(&out);
     v.into_iter()
         .find(|j| {
-            j["operation"] == "flash" && j["state"] == "running" && j["bytes"].as_u64() > Some(0)
+            j["operation"] == "flash"
+                && j["state"] == "running"
+                && j["progress"].as_f64().is_some_and(|p| p > 0.0)
         })
         .and_then(|j| j["path"].as_str().map(str::to_owned))
 }
@@ -269,8 +276,8 @@ fn cards_are_written_exactly_and_refused_safely() {
     let out = Command::new("sh")
         .arg("-c")
         .arg(format!(
-            "echo 'start=8192, type=83' | sfdisk -q {} && partx --add {}",
-            parted.dev, parted.dev
+            "partx --delete {0} 2>/dev/null; echo 'start=8192, type=83' | sfdisk -q --no-reread {0} && partx --add {0}",
+            parted.dev
         ))
         .output()
         .unwrap();
@@ -301,15 +308,24 @@ fn cards_are_written_exactly_and_refused_safely() {
         .unwrap()
         .write_all_at(&pattern(600 * MIB as usize, 9), 100 * MIB)
         .unwrap();
+    // Its block map no longer describes it: without one, the data ranges come from the file.
+    std::fs::remove_file(dir.join("big.img.bmap")).unwrap();
     let slow = Card::new(&dir, "slow", 1024 * MIB, false);
-    let child = start_flash(&user, &big, &slow.dev);
+    let mut child = start_flash(&user, &big, &slow.dev);
     let job = {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Some(j) = running_flash_job(&user) {
                 break j;
             }
-            assert!(Instant::now() < deadline, "the flash never showed progress");
+            if child.try_wait().unwrap().is_some() {
+                let listed = text(&user.client(&["--json", "jobs"]));
+                panic!(
+                    "the flash ended before it was seen running: {}\njobs: {listed}",
+                    text(&child.wait_with_output().unwrap())
+                );
+            }
+            assert!(Instant::now() < deadline, "the flash never ran");
             std::thread::sleep(Duration::from_millis(50));
         }
     };
@@ -343,6 +359,9 @@ fn cards_are_written_exactly_and_refused_safely() {
         .args(["-KILL", &pid.to_string()])
         .status()
         .unwrap();
+    assert!(eventually(Duration::from_secs(10), || {
+        !Path::new(&format!("/proc/{pid}")).exists()
+    }));
     let _ = child.wait_with_output();
     let out = user.client(&["--json", "jobs"]);
     let jobs = last_json_array(&out);

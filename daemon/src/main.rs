@@ -16,6 +16,7 @@ mod jobs;
 mod logging;
 mod results;
 mod shell;
+mod tools;
 mod workdir;
 
 use std::path::PathBuf;

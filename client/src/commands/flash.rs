@@ -202,12 +202,13 @@ async fn finish(
                 if ui.json {
                     output::json_line(&output::job_result_json(path, &s));
                 } else if !ui.quiet {
-                    let verified = s.result.get(result::VERIFIED).and_then(Value::as_bool);
+                    // The daemon's result dictionaries carry no booleans: 1 is yes.
+                    let verified = s.result.get(result::VERIFIED).and_then(Value::as_u64);
                     let written = s.result.get(result::WRITTEN).and_then(Value::as_u64);
                     err_line(&format!(
                         "{device}: {} written{}.",
                         humanize::size(written.unwrap_or(0)),
-                        if verified == Some(true) {
+                        if verified == Some(1) {
                             ", read back and verified"
                         } else {
                             ", not verified"

@@ -33,7 +33,7 @@ pub fn partition_node(disk: &Path, n: u8) -> PathBuf {
 
 async fn tool(job: &JobHandle, program: &str, args: &[&str]) -> Result<(), DBusError> {
     job.log(format!("{program} {}", args.join(" ")));
-    let out = tokio::process::Command::new(program)
+    let out = tokio::process::Command::new(crate::tools::path(program))
         .args(args)
         .output()
         .await

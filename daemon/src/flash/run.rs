@@ -402,7 +402,7 @@ async fn write_all(
 
 /// Asks the kernel to read the new partition table (where it has a parser for it).
 async fn reread_partitions(disk: &Disk, job: &JobHandle) {
-    let out = tokio::process::Command::new("blockdev")
+    let out = tokio::process::Command::new(crate::tools::path("blockdev"))
         .arg("--rereadpt")
         .arg(&disk.node)
         .output()

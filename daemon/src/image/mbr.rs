@@ -101,7 +101,13 @@ pub fn encode(disk_id: u32, parts: &[Partition]) -> Result<[u8; 512], MbrError> 
 /// enough to hold every partition.
 pub fn write(file: &File, disk_id: u32, parts: &[Partition]) -> Result<(), MbrError> {
     let mbr = encode(disk_id, parts)?;
-    let file_len = file.metadata()?.len();
+    // A block device's metadata says 0 bytes; seeking to its end gives its size (for a file
+    // both agree). The descriptor's offset is not used by the positioned write below.
+    let file_len = {
+        use std::io::Seek;
+        let mut f = file;
+        f.seek(std::io::SeekFrom::End(0))?
+    };
     for (i, part) in parts.iter().enumerate() {
         // `encode` has bounded both to 2^41, so this cannot overflow.
         let end = part.start + part.size;

@@ -308,6 +308,19 @@ mod tests {
     }
 
     #[test]
+    fn range_hasher_follows_digest_length() {
+        let mut h = RangeHasher::for_digest(&"0".repeat(40));
+        h.update(b"abc");
+        assert_eq!(h.finish_hex(), "a9993e364706816aba3e25717850c26c9cd0d89d");
+        let mut h = RangeHasher::for_digest(&"0".repeat(64));
+        h.update(b"abc");
+        assert_eq!(
+            h.finish_hex(),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+
+    #[test]
     fn parses_old_versions() {
         let v1 = "<bmap version=\"1.2\"><ImageSize>8192</ImageSize><BlockSize>4096</BlockSize>\
                   <BlocksCount>2</BlocksCount><BlockMap><Range>1</Range></BlockMap></bmap>";

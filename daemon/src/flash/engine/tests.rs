@@ -44,8 +44,21 @@ impl Loop {
         panic!("cannot attach a loop device to {}", backing.display());
     }
 
+    /// Opens the card, waiting out udev: every close after a write makes it
+    /// probe the device under a shared lock, which under the I/O load of
+    /// parallel tests can outlast Target::open's own patience.
     pub(crate) fn open(&self) -> Target {
-        Target::open(&self.dev, &self.dev.display().to_string()).unwrap()
+        let until = Instant::now() + Duration::from_secs(20);
+        loop {
+            match Target::open(&self.dev, &self.dev.display().to_string()) {
+                Ok(t) => return t,
+                Err(FlashError::Busy(w)) if Instant::now() < until => {
+                    eprintln!("{w} busy, retrying");
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(e) => panic!("opening {}: {e}", self.dev.display()),
+            }
+        }
     }
 
     pub(crate) fn read(&self, off: u64, len: usize) -> Vec<u8> {
