@@ -11,58 +11,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use pib_tests::{eventually, last_json, text, PolkitRule, TestUser};
+use pib_tests::{eventually, last_json, text, LoopCard as Card, PolkitRule, TestUser};
 
 const MIB: u64 = 1 << 20;
-
-/// A loop device over a sparse file, detached (and its file removed) on drop.
-struct Card {
-    dev: String,
-    file: PathBuf,
-}
-
-impl Card {
-    fn new(dir: &Path, name: &str, size: u64, read_only: bool) -> Card {
-        let file = dir.join(name);
-        let f = File::create(&file).unwrap();
-        f.set_len(size).unwrap();
-        // Something the write must replace, so a skipped write shows.
-        f.write_all_at(&[0xEE; 4096], 0).unwrap();
-        f.write_all_at(&[0xEE; 4096], size - 4096).unwrap();
-        let mut args = vec!["--find", "--show"];
-        if read_only {
-            args.push("--read-only");
-        }
-        let out = Command::new("losetup")
-            .args(&args)
-            .arg(&file)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "losetup: {}", text(&out));
-        let dev = String::from_utf8(out.stdout).unwrap().trim().to_owned();
-        Card { dev, file }
-    }
-
-    fn read(&self, offset: u64, len: usize) -> Vec<u8> {
-        let mut buf = vec![0u8; len];
-        let f = File::open(&self.dev).unwrap();
-        f.read_exact_at(&mut buf, offset).unwrap();
-        buf
-    }
-}
-
-impl Drop for Card {
-    fn drop(&mut self) {
-        // Partitions added by hand outlive the loop device otherwise.
-        let _ = Command::new("partx")
-            .arg("--delete")
-            .arg(&self.dev)
-            .stderr(Stdio::null())
-            .status();
-        let _ = Command::new("losetup").arg("-d").arg(&self.dev).status();
-        let _ = std::fs::remove_file(&self.file);
-    }
-}
 
 fn pattern(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed | 1;

@@ -245,6 +245,15 @@ fn images_from_a_real_build() {
     assert_eq!(sha256(&copy), digest, "bmaptool's copy differs");
     std::fs::remove_file(&copy).unwrap();
 
+    // Install: the build straight to a card, the same layout read back from the card.
+    let card = pib_tests::LoopCard::new(&dir, "card", 1024 * MIB, false);
+    let out = client_as_root(&["--json", "install", NAME, &card.dev, "--yes"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let result = &last_json(&out)["result"];
+    assert_eq!(result["verified"], 1, "{result}");
+    check_image(Path::new(&card.dev), &partitions);
+    drop(card);
+
     // Compressed: the .zst holds the same image.
     let zdir = out_dir("zstd");
     let out = image(&[

@@ -393,3 +393,51 @@ pub fn nonce() -> String {
         .as_nanos();
     format!("{}-{t}", std::process::id())
 }
+
+/// A loop device over a sparse file, detached (and its file removed) on drop: a card for the
+/// card tests (the dev config allows loop devices).
+pub struct LoopCard {
+    pub dev: String,
+    file: PathBuf,
+}
+
+impl LoopCard {
+    /// A card of `size` bytes in `dir`, marked at its start and end so a skipped write shows.
+    pub fn new(dir: &Path, name: &str, size: u64, read_only: bool) -> LoopCard {
+        use std::os::unix::fs::FileExt;
+        let file = dir.join(name);
+        let f = std::fs::File::create(&file).unwrap();
+        f.set_len(size).unwrap();
+        f.write_all_at(&[0xEE; 4096], 0).unwrap();
+        f.write_all_at(&[0xEE; 4096], size - 4096).unwrap();
+        let mut args = vec!["--find", "--show"];
+        if read_only {
+            args.push("--read-only");
+        }
+        let out = Command::new("losetup").args(&args).arg(&file).output().unwrap();
+        assert!(out.status.success(), "losetup: {}", text(&out));
+        let dev = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+        LoopCard { dev, file }
+    }
+
+    pub fn read(&self, offset: u64, len: usize) -> Vec<u8> {
+        use std::os::unix::fs::FileExt;
+        let mut buf = vec![0u8; len];
+        let f = std::fs::File::open(&self.dev).unwrap();
+        f.read_exact_at(&mut buf, offset).unwrap();
+        buf
+    }
+}
+
+impl Drop for LoopCard {
+    fn drop(&mut self) {
+        // Partitions added by hand outlive the loop device otherwise.
+        let _ = Command::new("partx")
+            .arg("--delete")
+            .arg(&self.dev)
+            .stderr(Stdio::null())
+            .status();
+        let _ = Command::new("losetup").arg("-d").arg(&self.dev).status();
+        let _ = std::fs::remove_file(&self.file);
+    }
+}
