@@ -34,6 +34,7 @@ demo:
 bench: dev-up
 	scripts/bench-build
 	scripts/bench-image
+	scripts/bench-flash
 
 # Installs target/release by default; BIN_DIR=target/debug tries it without a release build.
 install:

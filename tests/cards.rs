@@ -295,6 +295,66 @@ fn cards_are_written_exactly_and_refused_safely() {
         text(&out)
     );
 
+    // One card of two cancelled: that card is dropped (no table), the other is written.
+    let other = Card::new(&dir, "other", 1024 * MIB, false);
+    let mut child = user
+        .command(pib_tests::client_bin())
+        .args([
+            "--json",
+            "flash",
+            big.to_str().unwrap(),
+            &slow.dev,
+            &other.dev,
+            "--yes",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let first = {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(j) = running_flash_job(&user) {
+                break j;
+            }
+            assert!(child.try_wait().unwrap().is_none(), "the flash ended early");
+            assert!(Instant::now() < deadline, "the flash never ran");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let out = user.client(&["cancel", &first]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = child.wait_with_output().unwrap();
+    let lines = String::from_utf8_lossy(&out.stdout).into_owned();
+    let ended: Vec<serde_json::Value> = lines
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| {
+            v.get("job").is_some() && (v.get("result").is_some() || v.get("error").is_some())
+        })
+        .collect();
+    let cancelled_dev = ended
+        .iter()
+        .find(|v| v["error"] == "org.pibuilder.PiBuilder1.Error.Cancelled")
+        .unwrap_or_else(|| panic!("no card was cancelled: {lines}"));
+    let written = ended
+        .iter()
+        .find(|v| v["result"]["verified"] == 1)
+        .unwrap_or_else(|| panic!("the other card was not written: {lines}"));
+    let written_dev = written["result"]["device"].as_str().unwrap().to_owned();
+    let (dropped, kept) = if written_dev == slow.dev {
+        (&other, &slow)
+    } else {
+        (&slow, &other)
+    };
+    assert_ne!(cancelled_dev["job"], written["job"]);
+    assert!(
+        dropped.read(0, MIB as usize).iter().all(|&b| b == 0),
+        "the dropped card has a table"
+    );
+    same_as_image(kept, &big);
+    drop(other);
+
     // A card being written is busy for a second flash.
     let child = start_flash(&user, &big, &slow.dev);
     assert!(eventually(Duration::from_secs(60), || running_flash_job(

@@ -414,7 +414,11 @@ impl LoopCard {
         if read_only {
             args.push("--read-only");
         }
-        let out = Command::new("losetup").args(&args).arg(&file).output().unwrap();
+        let out = Command::new("losetup")
+            .args(&args)
+            .arg(&file)
+            .output()
+            .unwrap();
         assert!(out.status.success(), "losetup: {}", text(&out));
         let dev = String::from_utf8(out.stdout).unwrap().trim().to_owned();
         LoopCard { dev, file }

@@ -23,7 +23,9 @@ mod writer;
 
 pub use bmap::{parse_bmap, Bmap};
 pub use error::FlashError;
-pub use flash::{flash, Input, Options, Phase, Report};
+#[cfg(test)]
+pub use flash::flash;
+pub use flash::{flash_each, Input, Options, Phase, Report};
 pub use target::Target;
 
 #[cfg(test)]

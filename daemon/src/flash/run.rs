@@ -370,20 +370,23 @@ async fn write_all(
     };
     let n = targets.len();
     let outcome = tokio::task::spawn_blocking(move || {
-        // A card is cancelled alone only with the whole flash: the image is read once for all.
+        // The image is read once for all cards: the read stops when every job is cancelled,
+        // a single cancelled card is dropped while the others go on.
         let cancelled = || jobs.iter().all(JobHandle::is_cancelled);
+        let target_cancelled = |i: usize| jobs.get(i).is_some_and(JobHandle::is_cancelled);
         let progress = |i: usize, phase: Phase, done: u64, total: u64| {
             if let Some(job) = jobs.get(i) {
                 job.set_stage(phase_word(phase));
                 job.set_bytes(done, total);
             }
         };
-        engine::flash(
+        engine::flash_each(
             input,
             bmap.as_ref(),
             targets,
             &options,
             &cancelled,
+            &target_cancelled,
             &progress,
         )
     })

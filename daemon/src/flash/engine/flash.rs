@@ -248,12 +248,27 @@ fn stream_plan(r: Box<dyn Read + Send>, bmap: Option<&Bmap>) -> (Source, Extents
 /// found: always for plain files (the source is read again) and for the
 /// held-back head; for compressed input the source bytes are gone, so it
 /// is the start of the 4 MiB chunk that differs.
+#[cfg(test)]
 pub fn flash(
     input: Input,
     bmap: Option<&Bmap>,
     targets: Vec<Target>,
     opts: &Options,
     cancelled: &(dyn Fn() -> bool + Sync),
+    progress: &(dyn Fn(usize, Phase, u64, u64) + Sync),
+) -> Vec<Result<Report, FlashError>> {
+    flash_each(input, bmap, targets, opts, cancelled, &|_| false, progress)
+}
+
+/// [`flash`], where `target_cancelled(i)` also drops card `i` alone: its writer is left as a
+/// stalled one is (its partition table is never written) and the others go on.
+pub fn flash_each(
+    input: Input,
+    bmap: Option<&Bmap>,
+    targets: Vec<Target>,
+    opts: &Options,
+    cancelled: &(dyn Fn() -> bool + Sync),
+    target_cancelled: &(dyn Fn(usize) -> bool + Sync),
     progress: &(dyn Fn(usize, Phase, u64, u64) + Sync),
 ) -> Vec<Result<Report, FlashError>> {
     let n = targets.len();
@@ -351,7 +366,15 @@ pub fn flash(
         }
     };
 
-    coordinate(&shared, &states, &mut results, &res_rx, cancelled, progress);
+    coordinate(
+        &shared,
+        &states,
+        &mut results,
+        &res_rx,
+        cancelled,
+        target_cancelled,
+        progress,
+    );
 
     // Everything is decided; make sure the reader does not keep decoding.
     shared.stop.store(true, Ordering::SeqCst);
@@ -390,6 +413,7 @@ fn coordinate(
     results: &mut [Option<Result<Report, FlashError>>],
     res_rx: &mpsc::Receiver<(usize, Result<Report, FlashError>)>,
     cancelled: &(dyn Fn() -> bool + Sync),
+    target_cancelled: &(dyn Fn(usize) -> bool + Sync),
     progress: &(dyn Fn(usize, Phase, u64, u64) + Sync),
 ) {
     let mut last: Vec<Option<(u8, u64, u64)>> = vec![None; states.len()];
@@ -450,7 +474,8 @@ fn coordinate(
                 continue;
             }
             let deadline = st.deadline_ms.load(Ordering::SeqCst);
-            let late_cancel = cancel_at.is_some_and(|t| t.elapsed() > CANCEL_GRACE);
+            let late_cancel = cancel_at.is_some_and(|t| t.elapsed() > CANCEL_GRACE)
+                || (cancel_at.is_none() && target_cancelled(i));
             if (deadline != 0 && now_ms > deadline) || late_cancel {
                 st.abandoned.store(true, Ordering::SeqCst);
                 st.queue.kill();
