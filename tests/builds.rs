@@ -16,24 +16,7 @@ fn stages_dir() -> PathBuf {
 }
 
 fn build(dir: &Path, stages: &str, extra: &[&str]) -> Output {
-    let mut args = vec![
-        "--json",
-        "build",
-        "--distro",
-        "debian",
-        "--arch",
-        "aarch64",
-        "--board",
-        "rpi4",
-        "--stages",
-        stages,
-        "--stages-dir",
-        dir.to_str().unwrap(),
-        "--name",
-        NAME,
-    ];
-    args.extend_from_slice(extra);
-    client_as_root(&args)
+    pib_tests::debian_build(NAME, stages, dir, extra)
 }
 
 /// (steps, cached) from a successful build's result.

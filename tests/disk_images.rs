@@ -99,24 +99,7 @@ fn build() {
             ("cmdline.txt", "console=ttyS1,115200 root=LABEL=PIROOT rw\n"),
         ],
     );
-    let out = client_as_root(&[
-        "--json",
-        "build",
-        "--distro",
-        "debian",
-        "--arch",
-        "aarch64",
-        "--board",
-        "rpi4",
-        "--stages",
-        "__init__ disk",
-        "--stages-dir",
-        dir.to_str().unwrap(),
-        "--hostname",
-        "diskhost",
-        "--name",
-        NAME,
-    ]);
+    let out = pib_tests::debian_build(NAME, "__init__ disk", &dir, &["--hostname", "diskhost"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
 }
 

@@ -445,3 +445,27 @@ impl Drop for LoopCard {
         let _ = std::fs::remove_file(&self.file);
     }
 }
+
+/// `pib-client --json build` as root of a Debian arm64 image for a Pi 4 named `name`, from
+/// `stages` found in `stages_dir` (then the bundled ones), with further flags.
+pub fn debian_build(name: &str, stages: &str, stages_dir: &Path, extra: &[&str]) -> Output {
+    let dir = stages_dir.to_str().expect("a UTF-8 temp path");
+    let mut args = vec![
+        "--json",
+        "build",
+        "--distro",
+        "debian",
+        "--arch",
+        "aarch64",
+        "--board",
+        "rpi4",
+        "--stages",
+        stages,
+        "--stages-dir",
+        dir,
+        "--name",
+        name,
+    ];
+    args.extend_from_slice(extra);
+    client_as_root(&args)
+}

@@ -502,14 +502,7 @@ impl Manager {
         options: HashMap<String, OwnedVariant>,
     ) -> Result<Vec<OwnedObjectPath>, DBusError> {
         self.ctx.activity.touch();
-        let layout_keys = [
-            opt::BOOT_SIZE,
-            opt::SIZE,
-            opt::ROOT_HEADROOM,
-            opt::DATA_SIZE,
-            opt::DATA_LABEL,
-            opt::HOSTNAME,
-        ];
+        let layout_keys = image_request::LAYOUT_KEYS;
         let keys: Vec<&str> = layout_keys
             .iter()
             .chain([opt::VERIFY, opt::EJECT].iter())
@@ -517,7 +510,7 @@ impl Manager {
             .collect();
         let mut options = Options::new(options, &keys)?;
         let flash = FlashRequest::parse(&options)?;
-        options.retain(&layout_keys);
+        options.retain(layout_keys);
         let layout = ImageRequest::parse(&options)?;
         results::check_lookup_name(&name)?;
         crate::flash::request::check_devices(&devices)?;
@@ -593,7 +586,7 @@ impl Manager {
                 "the output descriptor is open for appending; open it for plain writing".into(),
             ));
         }
-        let request = ImageRequest::parse(&Options::new(options, image_request::KEYS)?)?;
+        let request = ImageRequest::parse(&Options::new(options, &image_request::keys())?)?;
         results::check_lookup_name(&name)?;
         let caller = self
             .ctx

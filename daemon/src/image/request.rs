@@ -6,15 +6,20 @@ use pib_dbus_interfaces::DBusError;
 use super::layout::{ALIGN, MAX_DISK};
 use crate::bus::options::Options;
 
-pub const KEYS: &[&str] = &[
+/// The layout options, shared with Install (which writes to cards, so never compresses).
+pub const LAYOUT_KEYS: &[&str] = &[
     opt::BOOT_SIZE,
     opt::SIZE,
     opt::ROOT_HEADROOM,
     opt::DATA_SIZE,
     opt::DATA_LABEL,
     opt::HOSTNAME,
-    opt::COMPRESS,
 ];
+
+/// Every option of MakeDiskImage.
+pub fn keys() -> Vec<&'static str> {
+    [LAYOUT_KEYS, &[opt::COMPRESS]].concat()
+}
 
 pub const MIB: u64 = 1 << 20;
 pub const DEFAULT_BOOT: u64 = 256 * MIB;
@@ -150,7 +155,7 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.try_to_owned().unwrap()))
             .collect();
-        ImageRequest::parse(&Options::new(map, KEYS)?)
+        ImageRequest::parse(&Options::new(map, &keys())?)
     }
 
     #[test]
