@@ -157,15 +157,21 @@ async fn every_build_api_method_is_denied_without_a_grant() {
     // (and so must not reach Docker, the base cache or any file).
     let user = TestUser::ensure("pibtest-buildapi");
     let _rule = PolkitRule::deny_all("buildapi", &user.name);
+    // A card the device rules accept, so the card methods get as far as polkit.
+    let dir = std::env::temp_dir().join(format!("pib-authz-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let card = pib_tests::LoopCard::new(&dir, "card", 64 << 20, false);
     let mut outcome = serde_json::Value::Null;
     assert!(
         pib_tests::eventually(RULE_RELOAD, || {
-            outcome = user.call(&["probe-all"]);
+            outcome = user.call(&["probe-all", &card.dev]);
             outcome["ok"]
                 .as_object()
                 .is_some_and(|m| m.values().all(|e| e == NOT_AUTHORIZED))
         }),
         "not every method was denied: {outcome}"
     );
-    assert_eq!(outcome["ok"].as_object().unwrap().len(), 9, "{outcome}");
+    assert_eq!(outcome["ok"].as_object().unwrap().len(), 13, "{outcome}");
+    drop(card);
+    let _ = std::fs::remove_dir_all(&dir);
 }

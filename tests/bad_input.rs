@@ -124,7 +124,10 @@ async fn every_build_api_method_refuses_bad_arguments_by_name() {
     // An unprivileged user without grants: validation comes first, so each malformed call is
     // InvalidArgs (the list calls take no arguments and are not part of this).
     let user = TestUser::ensure("pibtest-badapi");
-    let out = user.call(&["probe-all", "bad"]);
+    let dir = std::env::temp_dir().join(format!("pib-badapi-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let card = pib_tests::LoopCard::new(&dir, "card", 64 << 20, false);
+    let out = user.call(&["probe-all", "bad", &card.dev]);
     let calls = out["ok"].as_object().unwrap_or_else(|| panic!("{out}"));
     for method in [
         "FetchBase",
@@ -134,7 +137,13 @@ async fn every_build_api_method_refuses_bad_arguments_by_name() {
         "Clean",
         "Shell",
         "MakeDiskImage",
+        "ListDevices",
+        "Flash",
+        "FormatDevice",
+        "Install",
     ] {
         assert_eq!(calls[method], INVALID_ARGS, "{method}: {out}");
     }
+    drop(card);
+    let _ = std::fs::remove_dir_all(&dir);
 }

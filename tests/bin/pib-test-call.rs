@@ -110,7 +110,9 @@ async fn run(args: &[String]) -> Result<Value, DBusError> {
             Ok(json!({"ok": text}))
         }
         Some("probe-all") => {
-            probe_all(&manager, args.get(1).map(String::as_str) == Some("bad")).await
+            let bad = args.get(1).map(String::as_str) == Some("bad");
+            let card = args.get(if bad { 2 } else { 1 }).map(String::as_str);
+            probe_all(&manager, bad, card).await
         }
         _ => Err(DBusError::InvalidArgs(format!(
             "usage: see source; got {args:?}"
@@ -118,9 +120,14 @@ async fn run(args: &[String]) -> Result<Value, DBusError> {
     }
 }
 
-/// Calls every method of the build API once, with valid arguments (or, with `bad`, with one
-/// malformed argument each), and reports each call's error name ("" for success).
-async fn probe_all(m: &ManagerProxy<'_>, bad: bool) -> Result<Value, DBusError> {
+/// Calls every method of the build and card API once, with valid arguments (or, with `bad`,
+/// with one malformed argument each), and reports each call's error name ("" for success).
+/// The card methods are called only when a card (a device the rules accept) is given.
+async fn probe_all(
+    m: &ManagerProxy<'_>,
+    bad: bool,
+    card: Option<&str>,
+) -> Result<Value, DBusError> {
     let name_of = |r: Result<(), DBusError>| match r {
         Ok(()) => String::new(),
         Err(e) => error_json(&e)["error"].as_str().unwrap_or("").to_owned(),
@@ -207,6 +214,41 @@ async fn probe_all(m: &ManagerProxy<'_>, bad: bool) -> Result<Value, DBusError> 
         .await
         .map(|_| ());
     out.insert("MakeDiskImage".into(), json!(name_of(made)));
+    let listing = if bad {
+        HashMap::from([("everything", Variant::from(true))])
+    } else {
+        HashMap::new()
+    };
+    out.insert(
+        "ListDevices".into(),
+        json!(name_of(m.list_devices(listing).await.map(|_| ()))),
+    );
+    if let Some(card) = card {
+        let device = if bad { "relative/path" } else { card };
+        let (r, _w) = rustix_pipe()?;
+        let opts = if bad {
+            HashMap::from([("compression", v("gzip"))])
+        } else {
+            HashMap::new()
+        };
+        let flashed = m
+            .flash(zbus::Fd::from(&r), &[device], opts)
+            .await
+            .map(|_| ());
+        out.insert("Flash".into(), json!(name_of(flashed)));
+        let opts = if bad {
+            HashMap::from([("boot_size", Variant::from(1u64))])
+        } else {
+            HashMap::new()
+        };
+        let formatted = m.format_device(device, opts).await.map(|_| ());
+        out.insert("FormatDevice".into(), json!(name_of(formatted)));
+        let installed = m
+            .install(image, &[device], HashMap::new())
+            .await
+            .map(|_| ());
+        out.insert("Install".into(), json!(name_of(installed)));
+    }
     Ok(json!({"ok": Value::Object(out)}))
 }
 

@@ -148,6 +148,7 @@ async fn make(
 
     // Second read: the root filesystem's blocks.
     job.set_stage("root");
+    job.set_bytes(0, totals.data_bytes.max(1));
     let (disk, notes) = {
         let stream = container.stream();
         let plan = plan.clone();
@@ -177,6 +178,7 @@ async fn deliver_to(
     job: &JobHandle,
 ) -> Result<Outcome, DBusError> {
     job.set_stage("output");
+    job.set_bytes(0, plan.total);
     let compression = req.compress;
     let delivered = {
         let total = plan.total;
