@@ -637,7 +637,7 @@ mod tests {
         assert!(!cli.json && !cli.no_ask_password && !cli.quiet);
         let cli = parse(&["jobs", "--json"]).unwrap();
         assert!(cli.json);
-        let cli = parse(&["flash", "--json"]).unwrap();
+        let cli = parse(&["scan", "--json"]).unwrap();
         assert!(
             cli.json,
             "a known global flag right after a planned command is still a flag"

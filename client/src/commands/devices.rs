@@ -116,6 +116,6 @@ mod tests {
             "{t}"
         );
         assert!(t.contains("refused: it holds /"), "{t}");
-        assert_eq!(describe(&card), "/dev/sdb (29.7 GiB, Generic SD Reader)");
+        assert_eq!(describe(&card), "/dev/sdb (29.72 GiB, Generic SD Reader)");
     }
 }
