@@ -29,8 +29,9 @@ demo:
 	$(MAKE) --no-print-directory dev-up
 	scripts/demo
 
-# Times an unchanged rebuild through pib-client against docker build of the same Dockerfile and
-# cache, and writes the numbers into BENCHMARKS.md (BENCH_RUNS=N for more runs than 10).
+# The benchmarks (numbers and method in BENCHMARKS.md): an unchanged rebuild against docker
+# build, a disk image against the naive mount-and-copy pipeline, a card write against dd and
+# bmaptool. BENCH_RUNS=N sets the number of runs.
 bench: dev-up
 	scripts/bench-build
 	scripts/bench-image
