@@ -72,7 +72,19 @@ fn unknown_jobs_and_bad_arguments_are_clear_errors() {
     let out = client_as_root(&["binfmt", "register", "--arch", "sparc"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
 
-    let out = client_as_root(&["flash"]);
+    let out = client_as_root(&["scan"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not implemented yet"));
+
+    // A card command without its device is a usage error, before anything is opened.
+    let out = client_as_root(&["flash", "/nonexistent.img"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    // Without a terminal to ask on, writing a card needs --yes.
+    let out = client_as_root(&["format", "/dev/null"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--yes"),
+        "{}",
+        text(&out)
+    );
 }
