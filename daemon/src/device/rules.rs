@@ -19,9 +19,9 @@
 //!   stand in for a card in tests and development, and all they can overwrite
 //!   is their backing file. A loop whose backing file is a block device is
 //!   judged, for the system-disk rule, by the device underneath it.
-//! * `Mounted` is only returned when nothing else is wrong, so the daemon can
-//!   unmount through udisks2 and call [`inspect`] again knowing that was the
-//!   only obstacle.
+//! * `Mounted` is only returned when nothing else is wrong, so a caller knows
+//!   unmounting is the only obstacle; with [`Mounts::Report`] a writer that
+//!   unmounts by itself gets the disk with its mounts listed.
 //! * When a protected path cannot be traced to a block device (ZFS, a network
 //!   filesystem under a state dir, a deleted loop backing file), every disk is
 //!   refused as `SystemDisk`: not knowing where `/` lives must not make every
@@ -249,6 +249,16 @@ pub fn list(roots: &Roots, policy: &Policy) -> io::Result<Vec<Disk>> {
     Ok(disks)
 }
 
+/// What [`inspect`] makes of a disk with mounted filesystems.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mounts {
+    /// Refused with `Mounted` (only when nothing else is wrong).
+    Refuse,
+    /// Reported in the disk: the writer unmounts them itself (through udisks2, after it is
+    /// authorized) before it opens the disk exclusively.
+    Report,
+}
+
 /// A path a caller named, resolved once; see the module docs for the rules.
 /// The daemon must open the returned `node` (not the caller's path again) and
 /// then call [`recheck`] on the descriptor.
@@ -257,6 +267,7 @@ pub fn inspect(
     image_size: u64,
     roots: &Roots,
     policy: &Policy,
+    mounts: Mounts,
 ) -> Result<Disk, Refusal> {
     let node = fs::canonicalize(path)
         .map_err(|e| Refusal::NotBlockDevice(format!("{}: {e}", path.display())))?;
@@ -295,7 +306,11 @@ pub fn inspect(
 
     let ctx = Context::new(roots, policy).map_err(ContextError::into_refusal)?;
     let facts = examine(&ctx, &dir, node).map_err(|_| Refusal::Gone)?;
-    match judge(&facts, policy, Mode::Write { image_size }) {
+    let mode = Mode::Write {
+        image_size,
+        judge_mounts: mounts == Mounts::Refuse,
+    };
+    match judge(&facts, policy, mode) {
         Verdict::Refused(refusal) => Err(refusal),
         verdict => Ok(facts.into_disk(verdict)),
     }
@@ -1125,7 +1140,7 @@ fn examine(ctx: &Context<'_>, dir: &Path, node: PathBuf) -> io::Result<Facts> {
 #[derive(Clone, Copy, Debug)]
 enum Mode {
     Listing,
-    Write { image_size: u64 },
+    Write { image_size: u64, judge_mounts: bool },
 }
 
 /// The order puts what can never change first, and `Mounted` last (see the
@@ -1151,14 +1166,18 @@ fn judge(facts: &Facts, policy: &Policy, mode: Mode) -> Verdict {
     if facts.is_loop && facts.backing.is_none() {
         return refuse(Refusal::Gone);
     }
-    if let Mode::Write { image_size } = mode {
+    if let Mode::Write {
+        image_size,
+        judge_mounts,
+    } = mode
+    {
         if disk.identity.size < image_size {
             return refuse(Refusal::TooSmall {
                 need: image_size,
                 have: disk.identity.size,
             });
         }
-        if !disk.mounted.is_empty() {
+        if judge_mounts && !disk.mounted.is_empty() {
             return refuse(Refusal::Mounted(disk.mounted.clone()));
         }
     }

@@ -8,7 +8,7 @@ use pib_dbus_interfaces::types::device as key;
 use pib_dbus_interfaces::DBusError;
 use zbus::OwnedVariant;
 
-use super::rules::{self, Disk, Policy, Refusal, Roots, Verdict};
+use super::rules::{self, Disk, Mounts, Policy, Refusal, Roots, Verdict};
 use super::udisks::{self, Udisks};
 use crate::bus::Daemon;
 
@@ -148,7 +148,7 @@ pub async fn list(
 }
 
 /// A caller's device name checked for an image of `image_size` bytes (0 when unknown): the
-/// disk, or the typed refusal. A disk that is only mounted is returned: the write unmounts.
+/// disk, or the typed refusal. A mounted disk is returned: the write unmounts it.
 pub async fn inspect(ctx: &Daemon, name: &str, image_size: u64) -> Result<Disk, DBusError> {
     if name.is_empty() || name.len() > 4096 || name.contains('\0') || !name.starts_with('/') {
         return Err(DBusError::InvalidArgs(format!(
@@ -157,44 +157,20 @@ pub async fn inspect(ctx: &Daemon, name: &str, image_size: u64) -> Result<Disk, 
     }
     let policy = policy(ctx);
     let path = Path::new(name).to_owned();
-    let found = tokio::task::spawn_blocking(move || {
-        rules::inspect(&path, image_size, &Roots::default(), &policy)
+    // Mounted filesystems are no refusal here: the write unmounts them through udisks2, after
+    // authorization, and the exclusive open then proves nothing is left mounted.
+    let mut disk = tokio::task::spawn_blocking(move || {
+        rules::inspect(
+            &path,
+            image_size,
+            &Roots::default(),
+            &policy,
+            Mounts::Report,
+        )
     })
     .await
-    .map_err(|e| DBusError::Failed(format!("internal error: {e}")))?;
-    let mut disk = match found {
-        Ok(d) => d,
-        Err(Refusal::Mounted(points)) => {
-            // Re-read without the mount check: the write unmounts through udisks2 first.
-            let policy = self::policy(ctx);
-            let path = Path::new(name).to_owned();
-            let listed =
-                tokio::task::spawn_blocking(move || rules::list(&Roots::default(), &policy))
-                    .await
-                    .map_err(|e| DBusError::Failed(format!("internal error: {e}")))?
-                    .map_err(|e| {
-                        DBusError::Failed(format!("cannot read the system's disks: {e}"))
-                    })?;
-            let canonical = std::fs::canonicalize(&path).unwrap_or(path);
-            listed
-                .into_iter()
-                .find(|d| d.node == canonical)
-                .ok_or_else(|| refusal_error(name, &Refusal::Mounted(points)))?
-        }
-        Err(r) => return Err(refusal_error(name, &r)),
-    };
-    if let Verdict::Refused(r) = &disk.verdict {
-        if !matches!(r, Refusal::Mounted(_)) {
-            return Err(refusal_error(name, r));
-        }
-    }
-    if image_size > disk.identity.size {
-        let r = Refusal::TooSmall {
-            need: image_size,
-            have: disk.identity.size,
-        };
-        return Err(refusal_error(name, &r));
-    }
+    .map_err(|e| DBusError::Failed(format!("internal error: {e}")))?
+    .map_err(|r| refusal_error(name, &r))?;
     enrich(&mut disk, Udisks::connect(&ctx.conn).await.as_ref()).await;
     Ok(disk)
 }

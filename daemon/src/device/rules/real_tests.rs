@@ -263,7 +263,7 @@ fn root_disk_is_the_system_disk() {
 
     let node = Path::new("/dev").join(&name);
     for allow_loop in [false, true] {
-        let got = inspect(&node, 0, &roots(), &policy(allow_loop));
+        let got = inspect(&node, 0, &roots(), &policy(allow_loop), Mounts::Refuse);
         assert!(matches!(got, Err(Refusal::SystemDisk(_))), "{got:?}");
     }
 
@@ -271,7 +271,7 @@ fn root_disk_is_the_system_disk() {
     let tmp = scratch();
     let link = tmp.path().join("usb-SanDisk_Ultra_SD-0:0");
     symlink(&node, &link).unwrap();
-    let got = inspect(&link, 0, &roots(), &policy(true));
+    let got = inspect(&link, 0, &roots(), &policy(true), Mounts::Refuse);
     assert!(matches!(got, Err(Refusal::SystemDisk(_))), "{got:?}");
 }
 
@@ -286,10 +286,10 @@ fn loop_devices_follow_the_policy() {
     let mut lp = Loop::attach(&img, &[]);
 
     assert_eq!(
-        inspect(&lp.node, MIB, &roots(), &policy(false)).unwrap_err(),
+        inspect(&lp.node, MIB, &roots(), &policy(false), Mounts::Refuse).unwrap_err(),
         Refusal::LoopNotAllowed
     );
-    let disk = inspect(&lp.node, MIB, &roots(), &policy(true)).unwrap();
+    let disk = inspect(&lp.node, MIB, &roots(), &policy(true), Mounts::Refuse).unwrap();
     assert_eq!(disk.verdict, Verdict::Ok);
     assert_eq!(disk.node, lp.node);
     assert_eq!(disk.name, lp.name);
@@ -307,7 +307,9 @@ fn loop_devices_follow_the_policy() {
         ..policy(true)
     };
     assert!(matches!(
-        inspect(&lp.node, MIB, &roots(), &strict).unwrap().verdict,
+        inspect(&lp.node, MIB, &roots(), &strict, Mounts::Refuse)
+            .unwrap()
+            .verdict,
         Verdict::NeedsSystemGrant(_)
     ));
 
@@ -344,7 +346,7 @@ fn read_only_loop_is_refused() {
     let img = sparse(tmp.path(), "ro.img", 16 * MIB);
     let lp = Loop::attach(&img, &["--read-only"]);
     assert_eq!(
-        inspect(&lp.node, MIB, &roots(), &policy(true)).unwrap_err(),
+        inspect(&lp.node, MIB, &roots(), &policy(true), Mounts::Refuse).unwrap_err(),
         Refusal::ReadOnly
     );
 }
@@ -365,7 +367,7 @@ fn things_that_are_not_block_devices() {
         (Path::new("/dev/no-such-disk"), "No such file"),
     ];
     for (path, why) in cases {
-        match inspect(path, 0, &roots(), &policy(true)) {
+        match inspect(path, 0, &roots(), &policy(true), Mounts::Refuse) {
             Err(Refusal::NotBlockDevice(msg)) => assert!(msg.contains(why), "{path:?}: {msg}"),
             other => panic!("{path:?}: {other:?}"),
         }
@@ -392,7 +394,7 @@ fn block_node_outside_dev_is_refused() {
             &minor.to_string(),
         ],
     );
-    match inspect(&fake, 0, &roots(), &policy(true)) {
+    match inspect(&fake, 0, &roots(), &policy(true), Mounts::Refuse) {
         Err(Refusal::NotBlockDevice(msg)) => assert!(msg.contains("under /dev"), "{msg}"),
         other => panic!("{other:?}"),
     }
@@ -427,7 +429,7 @@ fn partition_is_refused_and_listed_under_its_disk() {
     assert!(wait_for("partition node", || part.exists()));
 
     assert_eq!(
-        inspect(&part, 0, &roots(), &policy(true)).unwrap_err(),
+        inspect(&part, 0, &roots(), &policy(true), Mounts::Refuse).unwrap_err(),
         Refusal::Partition {
             disk: lp.name.clone()
         }
@@ -449,7 +451,7 @@ fn swap_on_a_loop_is_refused() {
     let _swap = SwapOn::new(&lp.node);
     let name = lp.node.display().to_string();
     assert_eq!(
-        inspect(&lp.node, MIB, &roots(), &policy(true)).unwrap_err(),
+        inspect(&lp.node, MIB, &roots(), &policy(true), Mounts::Refuse).unwrap_err(),
         Refusal::Swap(name.clone())
     );
     assert_eq!(
@@ -468,13 +470,13 @@ fn too_small_for_the_image() {
     let img = sparse(tmp.path(), "small.img", 8 * MIB);
     let lp = Loop::attach(&img, &[]);
     assert_eq!(
-        inspect(&lp.node, 16 * MIB, &roots(), &policy(true)).unwrap_err(),
+        inspect(&lp.node, 16 * MIB, &roots(), &policy(true), Mounts::Refuse).unwrap_err(),
         Refusal::TooSmall {
             need: 16 * MIB,
             have: 8 * MIB
         }
     );
-    assert!(inspect(&lp.node, 8 * MIB, &roots(), &policy(true)).is_ok());
+    assert!(inspect(&lp.node, 8 * MIB, &roots(), &policy(true), Mounts::Refuse).is_ok());
 }
 
 #[test]
@@ -490,7 +492,7 @@ fn mounted_loop_is_shown_and_refused_for_writing() {
     let _mount = MountAt::new(&lp.node, &dir);
     let dir = fs::canonicalize(&dir).unwrap();
     assert_eq!(
-        inspect(&lp.node, MIB, &roots(), &policy(true)).unwrap_err(),
+        inspect(&lp.node, MIB, &roots(), &policy(true), Mounts::Refuse).unwrap_err(),
         Refusal::Mounted(vec![dir.clone()])
     );
     let disk = listed(true, &lp.name).unwrap();
@@ -503,7 +505,7 @@ fn rebind_scenario(tmp: &Path) -> Option<()> {
     let a = sparse(tmp, "a.img", 8 * MIB);
     let b = sparse(tmp, "b.img", 8 * MIB);
     let mut lp = Loop::attach(&a, &[]);
-    let disk = inspect(&lp.node, MIB, &roots(), &policy(true)).unwrap();
+    let disk = inspect(&lp.node, MIB, &roots(), &policy(true), Mounts::Refuse).unwrap();
 
     {
         let mut f = File::open(&lp.node).unwrap();
@@ -528,7 +530,7 @@ fn rebind_scenario(tmp: &Path) -> Option<()> {
     }
 
     // The rebound device, freshly judged, passes; then it grows.
-    let fresh = inspect(&lp2.node, MIB, &roots(), &policy(true)).unwrap();
+    let fresh = inspect(&lp2.node, MIB, &roots(), &policy(true), Mounts::Refuse).unwrap();
     let f = File::open(&lp2.node).unwrap();
     recheck(f.as_fd(), &fresh.identity, &roots()).unwrap();
     File::options()

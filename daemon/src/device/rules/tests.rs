@@ -223,6 +223,16 @@ fn refusal(disks: &[Disk], name: &str) -> Refusal {
 
 /// The verdict the write path would give, for trees that have no real nodes.
 fn write_verdict(tree: &Tree, policy: &Policy, dev: (u32, u32), image_size: u64) -> Verdict {
+    write_verdict_with(tree, policy, dev, image_size, true)
+}
+
+fn write_verdict_with(
+    tree: &Tree,
+    policy: &Policy,
+    dev: (u32, u32),
+    image_size: u64,
+    judge_mounts: bool,
+) -> Verdict {
     let ctx = Context::new(&tree.roots, policy).unwrap();
     let dir = ctx
         .sys
@@ -232,7 +242,11 @@ fn write_verdict(tree: &Tree, policy: &Policy, dev: (u32, u32), image_size: u64)
         })
         .unwrap();
     let facts = examine(&ctx, &dir, PathBuf::from("/dev/x")).unwrap();
-    judge(&facts, policy, Mode::Write { image_size })
+    let mode = Mode::Write {
+        image_size,
+        judge_mounts,
+    };
+    judge(&facts, policy, mode)
 }
 
 #[test]
@@ -635,6 +649,18 @@ fn mounted_is_shown_when_listing_and_refused_last_when_writing() {
     assert_eq!(
         write_verdict(&t, &pol, (240, 16), 1024),
         Verdict::Refused(Refusal::Mounted(disk.mounted.clone()))
+    );
+    // A writer that unmounts first gets the disk, mounts and all.
+    assert_eq!(
+        write_verdict_with(&t, &pol, (240, 16), 1024, false),
+        Verdict::Ok
+    );
+    assert_eq!(
+        write_verdict_with(&t, &pol, (240, 16), 2 * GIB, false),
+        Verdict::Refused(Refusal::TooSmall {
+            need: 2 * GIB,
+            have: GIB
+        })
     );
     assert_eq!(
         write_verdict(&t, &pol, (240, 16), 2 * GIB),
