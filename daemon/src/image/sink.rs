@@ -4,6 +4,19 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 
+/// Refuses a write of `len` bytes at `offset` that would pass the end of an area of `limit`
+/// bytes (`what` names it). All or nothing: a short write would invite a retry loop, and the
+/// only writer that gets here is a filesystem builder whose geometry is wrong, which must stop.
+pub fn check_within(offset: u64, len: u64, limit: u64, what: &str) -> io::Result<()> {
+    if offset.checked_add(len).is_some_and(|end| end <= limit) {
+        return Ok(());
+    }
+    Err(io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!("write of {len} bytes at {offset} would pass the end of the {limit}-byte {what}"),
+    ))
+}
+
 /// Where a filesystem builder writes: `len` bytes at `base` of the image file. The file is
 /// new and sparse, so regions the builder reports as zeros are left as holes.
 pub struct WindowSink<'a> {
@@ -18,13 +31,7 @@ impl<'a> WindowSink<'a> {
     }
 
     fn check(&self, offset: u64, len: u64) -> io::Result<()> {
-        if offset.checked_add(len).is_none_or(|end| end > self.len) {
-            return Err(io::Error::other(format!(
-                "a write at {offset}+{len} falls outside the partition of {} bytes",
-                self.len
-            )));
-        }
-        Ok(())
+        check_within(offset, len, self.len, "partition")
     }
 }
 

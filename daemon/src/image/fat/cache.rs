@@ -9,7 +9,7 @@
 
 use std::cell::{RefCell, RefMut};
 use std::collections::BTreeMap;
-use std::io::{self, ErrorKind, Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::rc::Rc;
 
 use super::window::seek_target;
@@ -188,23 +188,8 @@ impl<D: Read + Write + Seek> Read for BlockCache<D> {
 
 impl<D: Read + Write + Seek> Write for BlockCache<D> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        // Same all-or-nothing rule as the window, checked here because a
-        // cached write would otherwise only fail much later, at sync.
-        let fits = self
-            .pos
-            .checked_add(buf.len() as u64)
-            .is_some_and(|end| end <= self.len);
-        if !fits {
-            return Err(io::Error::new(
-                ErrorKind::InvalidInput,
-                format!(
-                    "write of {} bytes at {} would pass the end of the {}-byte volume",
-                    buf.len(),
-                    self.pos,
-                    self.len
-                ),
-            ));
-        }
+        // Checked here too: a cached write would otherwise only fail much later, at sync.
+        crate::image::sink::check_within(self.pos, buf.len() as u64, self.len, "volume")?;
         let mut rest = buf;
         while !rest.is_empty() {
             let index = self.pos / BLOCK_SIZE;

@@ -55,24 +55,7 @@ impl<F: Borrow<File>> Read for Window<F> {
 
 impl<F: Borrow<File>> Write for Window<F> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        // Refuse the whole write rather than doing the part that fits: a
-        // short count invites a retry loop, and the only writer that gets
-        // here is a filesystem whose geometry is wrong, which must stop.
-        let fits = self
-            .pos
-            .checked_add(buf.len() as u64)
-            .is_some_and(|end| end <= self.len);
-        if !fits {
-            return Err(io::Error::new(
-                ErrorKind::InvalidInput,
-                format!(
-                    "write of {} bytes at {} would pass the end of the {}-byte window",
-                    buf.len(),
-                    self.pos,
-                    self.len
-                ),
-            ));
-        }
+        crate::image::sink::check_within(self.pos, buf.len() as u64, self.len, "window")?;
         let n = self.file.borrow().write_at(buf, self.offset + self.pos)?;
         self.pos += n as u64;
         Ok(n)
