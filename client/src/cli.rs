@@ -422,6 +422,13 @@ pub struct FlashArgs {
     /// Write every block, even with a block map beside the image
     #[arg(long, conflicts_with = "bmap")]
     pub no_bmap: bool,
+    #[command(flatten)]
+    pub write: CardWrite,
+}
+
+/// How cards are written, for flash and install.
+#[derive(Debug, Args)]
+pub struct CardWrite {
     /// Skip reading the cards back
     #[arg(long)]
     pub no_verify: bool,
@@ -454,15 +461,8 @@ pub struct InstallArgs {
     /// The cards
     #[arg(value_name = "DEVICE", required = true)]
     pub devices: Vec<String>,
-    /// Skip reading the cards back
-    #[arg(long)]
-    pub no_verify: bool,
-    /// Power the cards off when done
-    #[arg(long)]
-    pub eject: bool,
-    /// Do not ask for confirmation
-    #[arg(short = 'y', long)]
-    pub yes: bool,
+    #[command(flatten)]
+    pub write: CardWrite,
 }
 
 #[derive(Debug, Args)]
@@ -594,7 +594,7 @@ mod tests {
             panic!()
         };
         assert_eq!(a.devices, ["/dev/sdb", "/dev/sdc"]);
-        assert!(a.yes && a.eject && !a.no_verify);
+        assert!(a.write.yes && a.write.eject && !a.write.no_verify);
         assert!(parse(&["flash", "pi.img"]).is_err(), "a device is required");
         assert!(parse(&["flash", "pi.img", "/dev/sdb", "--bmap", "x", "--no-bmap"]).is_err());
         let cli = parse(&["format", "/dev/sdb", "--boot-size", "128M"]).unwrap();

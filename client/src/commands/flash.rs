@@ -17,7 +17,7 @@ use zbus::{Fd, OwnedObjectPath, Variant};
 
 use crate::bus::Bus;
 use crate::calls::{self, Attempt};
-use crate::cli::{FlashArgs, FormatArgs, InstallArgs};
+use crate::cli::{CardWrite, FlashArgs, FormatArgs, InstallArgs};
 use crate::commands::devices;
 use crate::errors::ClientError;
 use crate::follow;
@@ -46,6 +46,14 @@ fn compression_of(image: &Path) -> Option<&'static str> {
         Some("xz") => Some("xz"),
         _ => None,
     }
+}
+
+/// The options every card write takes.
+fn write_options(w: &CardWrite) -> HashMap<&'static str, Variant<'static>> {
+    HashMap::from([
+        (options::VERIFY, Variant::from(!w.no_verify)),
+        (options::EJECT, Variant::from(w.eject)),
+    ])
 }
 
 fn read_bmap(path: &Path) -> Result<String, ClientError> {
@@ -124,12 +132,11 @@ pub async fn run(ui: &Ui, args: &FlashArgs) -> Result<(), ClientError> {
     if let Some(c) = compression_of(&args.image) {
         opts.insert(options::COMPRESSION, Variant::from(c));
     }
-    opts.insert(options::VERIFY, Variant::from(!args.no_verify));
-    opts.insert(options::EJECT, Variant::from(args.eject));
+    opts.extend(write_options(&args.write));
 
     let mut bus = Bus::system(ui).await?;
     let doing = format!("write {}", args.image.display());
-    confirm(&mut bus, ui, &args.devices, &doing, args.yes).await?;
+    confirm(&mut bus, ui, &args.devices, &doing, args.write.yes).await?;
     let manager = bus.manager().await?;
     let devices: Vec<&str> = args.devices.iter().map(String::as_str).collect();
     let jobs: Vec<OwnedObjectPath> = bus
@@ -146,12 +153,9 @@ pub async fn run(ui: &Ui, args: &FlashArgs) -> Result<(), ClientError> {
 pub async fn install(ui: &Ui, args: &InstallArgs) -> Result<(), ClientError> {
     let mut bus = Bus::system(ui).await?;
     let doing = format!("install {}", args.name);
-    confirm(&mut bus, ui, &args.devices, &doing, args.yes).await?;
+    confirm(&mut bus, ui, &args.devices, &doing, args.write.yes).await?;
     let manager = bus.manager().await?;
-    let opts: HashMap<&str, Variant<'_>> = HashMap::from([
-        (options::VERIFY, Variant::from(!args.no_verify)),
-        (options::EJECT, Variant::from(args.eject)),
-    ]);
+    let opts = write_options(&args.write);
     let devices: Vec<&str> = args.devices.iter().map(String::as_str).collect();
     let jobs: Vec<OwnedObjectPath> = bus
         .call(
