@@ -467,20 +467,7 @@ impl Manager {
             .into_blocking_reader()
             .map_err(|e| DBusError::InvalidArgs(e.to_string()))?;
         let image = std::fs::File::from(image);
-        // The size the card must have, as far as it is known before reading.
-        let size = match (&request.bmap, image.metadata()) {
-            (Some(b), _) => b.image_size,
-            (None, Ok(m)) if m.is_file() && request.compression.is_none() => {
-                let mut magic = [0u8; 6];
-                let n = std::os::unix::fs::FileExt::read_at(&image, &mut magic, 0).unwrap_or(0);
-                if crate::flash::run::is_compressed(&magic[..n]) {
-                    0
-                } else {
-                    m.len()
-                }
-            }
-            _ => 0,
-        };
+        let size = crate::flash::run::size_needed(&image, &request);
         let (caller, chosen) = self.choose_devices(&header, &devices, size).await?;
         crate::flash::run::start(
             &self.ctx,

@@ -54,9 +54,28 @@ pub enum Source {
     },
 }
 
-/// Whether an image starts like a zstd or xz stream.
-pub fn is_compressed(magic: &[u8]) -> bool {
-    sniff(magic) != Compression::None
+/// What a regular file holds, by its first bytes.
+fn file_kind(file: &File) -> std::io::Result<Compression> {
+    let mut magic = [0u8; 6];
+    let n = file.read_at(&mut magic, 0)?;
+    Ok(sniff(&magic[..n]))
+}
+
+/// The size a card must have for `image`, as far as it is known before reading: the block
+/// map's, or a plain file's length; 0 when only the write can tell (a stream, or compressed).
+pub fn size_needed(image: &File, req: &FlashRequest) -> u64 {
+    if let Some(b) = &req.bmap {
+        return b.image_size;
+    }
+    match image.metadata() {
+        Ok(m) if m.is_file() && req.compression.is_none() => {
+            match file_kind(image).unwrap_or(Compression::None) {
+                Compression::None => m.len(),
+                _ => 0,
+            }
+        }
+        _ => 0,
+    }
 }
 
 fn sniff(magic: &[u8]) -> Compression {
@@ -78,9 +97,11 @@ fn input_of(source: Source, told: Option<Compression>) -> Result<Input, DBusErro
     let regular = file.metadata().is_ok_and(|m| m.is_file());
     let bad = |e: std::io::Error| DBusError::InvalidArgs(format!("cannot read the image: {e}"));
     if regular {
-        let mut magic = [0u8; 6];
-        let n = file.read_at(&mut magic, 0).map_err(bad)?;
-        return Ok(match told.unwrap_or_else(|| sniff(&magic[..n])) {
+        let kind = match told {
+            Some(k) => k,
+            None => file_kind(&file).map_err(bad)?,
+        };
+        return Ok(match kind {
             Compression::None => Input::File(file),
             Compression::Zstd => Input::Zstd(Box::new(file)),
             Compression::Xz => Input::Xz(Box::new(file)),
