@@ -181,22 +181,12 @@ fn build_run_cache_refusals_cancel_and_ownership() {
     stage(&dir, "slow", "RUN sleep 60\n", &[]);
     let child = Command::new(pib_tests::client_bin())
         .env("PIB_BUNDLED_STAGES", pib_tests::bundled_stages())
-        .args([
-            "--json",
-            "build",
-            "--distro",
-            "debian",
-            "--arch",
-            "aarch64",
-            "--board",
-            "rpi4",
-            "--stages",
-            "__init__ slow",
-            "--stages-dir",
-            dir.to_str().unwrap(),
-            "--name",
+        .args(pib_tests::debian_build_args(
             "pibtest-slow",
-        ])
+            "__init__ slow",
+            &dir,
+            &[],
+        ))
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()

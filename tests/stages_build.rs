@@ -54,25 +54,14 @@ fn debian_arm64_full_list_and_armhf_short_list() {
     let dir = std::env::temp_dir().join(format!("pib-stage-build-{}", std::process::id()));
     let public = user_stages(&dir);
     let stages = "__init__ os ro watchdog ssh-root ssh-keygen no-bluetooth __cleanup__";
-    let args = [
-        "--distro",
-        "debian",
-        "--arch",
-        "aarch64",
-        "--board",
-        "rpi4",
-        "--stages",
-        stages,
-        "--stages-dir",
-        dir.to_str().unwrap(),
-        "--locale",
-        "de_DE.UTF-8",
-        "--timezone",
-        "Europe/Berlin",
-        "--name",
-        "pibtest-full",
-    ];
-    let first = build(&args);
+    // The same build twice: the second must come from the cache up to ssh-keygen.
+    let build_full = || {
+        let extra = ["--locale", "de_DE.UTF-8", "--timezone", "Europe/Berlin"];
+        let out = pib_tests::debian_build("pibtest-full", stages, &dir, &extra);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        out
+    };
+    let first = build_full();
     let name = "pibtest-full";
 
     // ro: a read-only root with tmpfs where the system writes, and the ro/rw commands.
@@ -121,7 +110,7 @@ fn debian_arm64_full_list_and_armhf_short_list() {
     // A second build: new host keys, everything up to ssh-keygen from the cache.
     let keys = |_: &Output| shell(name, "cat /etc/ssh/ssh_host_ed25519_key.pub");
     let keys1 = keys(&first);
-    let second = build(&args);
+    let second = build_full();
     let keys2 = keys(&second);
     assert_ne!(keys1, keys2, "two builds share host keys");
     let cached = last_json(&second)["result"]["cached"].as_u64().unwrap();

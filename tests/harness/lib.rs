@@ -446,9 +446,14 @@ impl Drop for LoopCard {
     }
 }
 
-/// `pib-client --json build` as root of a Debian arm64 image for a Pi 4 named `name`, from
-/// `stages` found in `stages_dir` (then the bundled ones), with further flags.
-pub fn debian_build(name: &str, stages: &str, stages_dir: &Path, extra: &[&str]) -> Output {
+/// The arguments of `pib-client --json build` of a Debian arm64 image for a Pi 4 named
+/// `name`, from `stages` found in `stages_dir` (then the bundled ones), with further flags.
+pub fn debian_build_args(
+    name: &str,
+    stages: &str,
+    stages_dir: &Path,
+    extra: &[&str],
+) -> Vec<String> {
     let dir = stages_dir.to_str().expect("a UTF-8 temp path");
     let mut args = vec![
         "--json",
@@ -467,5 +472,12 @@ pub fn debian_build(name: &str, stages: &str, stages_dir: &Path, extra: &[&str])
         name,
     ];
     args.extend_from_slice(extra);
+    args.into_iter().map(str::to_owned).collect()
+}
+
+/// That build, run as root.
+pub fn debian_build(name: &str, stages: &str, stages_dir: &Path, extra: &[&str]) -> Output {
+    let args = debian_build_args(name, stages, stages_dir, extra);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     client_as_root(&args)
 }
