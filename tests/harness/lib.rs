@@ -7,8 +7,11 @@
 //! Unprivileged callers are real Unix users created on demand; their calls run as separate
 //! processes (`setpriv`), because the bus identifies callers by the credentials of their socket.
 
+pub mod cards;
 pub mod elf;
 pub mod http;
+
+pub use cards::LoopCard;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -142,25 +145,16 @@ pub struct TestUser {
 
 impl TestUser {
     pub fn ensure(name: &str) -> TestUser {
-        if !Command::new("id")
-            .arg("-u")
-            .arg(name)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+        // Check and create under one lock shared by every test process: a user
+        // half-written by a parallel useradd has a passwd line but no group yet,
+        // and the bus refuses a connection whose groups it cannot look up.
+        let status = Command::new("flock")
+            .args([USERS_LOCK, "sh", "-c"])
+            .arg(r#"id -u "$1" >/dev/null 2>&1 || useradd --no-create-home --shell /usr/sbin/nologin "$1""#)
+            .args(["ensure-user", name])
             .status()
-            .expect("id")
-            .success()
-        {
-            let status = Command::new("useradd")
-                .args(["--no-create-home", "--shell", "/usr/sbin/nologin", name])
-                .status()
-                .expect("useradd");
-            // Parallel tests may race to create the same user.
-            assert!(
-                status.success() || user_id(name, "-u").is_some(),
-                "useradd {name} failed"
-            );
-        }
+            .expect("flock useradd");
+        assert!(status.success(), "creating the test user {name} failed");
         TestUser {
             name: name.to_owned(),
             uid: user_id(name, "-u").expect("uid"),
@@ -201,6 +195,9 @@ impl TestUser {
             .expect("run busctl")
     }
 }
+
+/// Serializes test-user creation across the test binaries running at once.
+const USERS_LOCK: &str = "/run/lock/pib-tests-users.lock";
 
 fn user_id(name: &str, flag: &str) -> Option<u32> {
     let out = Command::new("id").arg(flag).arg(name).output().ok()?;
@@ -247,6 +244,11 @@ impl PolkitRule {
              }});\n"
         );
         Self::write(tag, &body)
+    }
+
+    /// A rule of the caller's own text, named after `tag`.
+    pub fn from_text(tag: &str, body: &str) -> PolkitRule {
+        Self::write(tag, body)
     }
 
     fn write(tag: &str, body: &str) -> PolkitRule {
@@ -392,58 +394,6 @@ pub fn nonce() -> String {
         .unwrap()
         .as_nanos();
     format!("{}-{t}", std::process::id())
-}
-
-/// A loop device over a sparse file, detached (and its file removed) on drop: a card for the
-/// card tests (the dev config allows loop devices).
-pub struct LoopCard {
-    pub dev: String,
-    file: PathBuf,
-}
-
-impl LoopCard {
-    /// A card of `size` bytes in `dir`, marked at its start and end so a skipped write shows.
-    pub fn new(dir: &Path, name: &str, size: u64, read_only: bool) -> LoopCard {
-        use std::os::unix::fs::FileExt;
-        let file = dir.join(name);
-        let f = std::fs::File::create(&file).unwrap();
-        f.set_len(size).unwrap();
-        f.write_all_at(&[0xEE; 4096], 0).unwrap();
-        f.write_all_at(&[0xEE; 4096], size - 4096).unwrap();
-        let mut args = vec!["--find", "--show"];
-        if read_only {
-            args.push("--read-only");
-        }
-        let out = Command::new("losetup")
-            .args(&args)
-            .arg(&file)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "losetup: {}", text(&out));
-        let dev = String::from_utf8(out.stdout).unwrap().trim().to_owned();
-        LoopCard { dev, file }
-    }
-
-    pub fn read(&self, offset: u64, len: usize) -> Vec<u8> {
-        use std::os::unix::fs::FileExt;
-        let mut buf = vec![0u8; len];
-        let f = std::fs::File::open(&self.dev).unwrap();
-        f.read_exact_at(&mut buf, offset).unwrap();
-        buf
-    }
-}
-
-impl Drop for LoopCard {
-    fn drop(&mut self) {
-        // Partitions added by hand outlive the loop device otherwise.
-        let _ = Command::new("partx")
-            .arg("--delete")
-            .arg(&self.dev)
-            .stderr(Stdio::null())
-            .status();
-        let _ = Command::new("losetup").arg("-d").arg(&self.dev).status();
-        let _ = std::fs::remove_file(&self.file);
-    }
 }
 
 /// The arguments of `pib-client --json build` of a Debian arm64 image for a Pi 4 named
