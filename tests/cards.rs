@@ -7,144 +7,21 @@
 
 use std::fs::File;
 use std::os::unix::fs::{FileExt, PermissionsExt};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use pib_tests::cards::{
+    daemon_pid, flash, last_json_array, make_image, pattern, refused, running_flash_job,
+    same_as_image, start_flash, work_dir, MIB,
+};
 use pib_tests::{eventually, last_json, text, LoopCard as Card, PolkitRule, TestUser};
-
-const MIB: u64 = 1 << 20;
-
-fn pattern(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
-/// A sparse image with data in a few places (the first MiB included), and its bmap.
-fn make_image(dir: &Path, name: &str, len: u64) -> PathBuf {
-    let path = dir.join(name);
-    let f = File::create(&path).unwrap();
-    f.set_len(len).unwrap();
-    f.write_all_at(&pattern(MIB as usize + 77, 1), 0).unwrap();
-    f.write_all_at(&pattern(3 * MIB as usize, 2), len / 2 + 123)
-        .unwrap();
-    f.write_all_at(&pattern(5000, 3), len - 5000).unwrap();
-    let bmap = dir.join(format!("{name}.bmap"));
-    let out = Command::new("bmaptool")
-        .args(["create", "-o"])
-        .arg(&bmap)
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "bmaptool create: {}", text(&out));
-    for p in [&path, &bmap] {
-        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o644)).unwrap();
-    }
-    path
-}
-
-fn same_as_image(card: &Card, image: &Path) {
-    let len = std::fs::metadata(image).unwrap().len();
-    let out = Command::new("cmp")
-        .arg("-n")
-        .arg(len.to_string())
-        .arg(image)
-        .arg(&card.dev)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "card {} differs: {}",
-        card.dev,
-        text(&out)
-    );
-}
-
-fn flash(user: &TestUser, image: &Path, devices: &[&str], extra: &[&str]) -> Output {
-    let mut args = vec!["--json", "flash", image.to_str().unwrap()];
-    args.extend_from_slice(devices);
-    args.push("--yes");
-    args.extend_from_slice(extra);
-    user.client(&args)
-}
-
-fn error_name(out: &Output) -> String {
-    let all = String::from_utf8_lossy(&out.stdout);
-    all.lines()
-        .rev()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .find_map(|v| v["error"].as_str().map(str::to_owned))
-        .unwrap_or_default()
-}
-
-fn refused(user: &TestUser, image: &Path, device: &str, expected: &str) {
-    let out = flash(user, image, &[device], &[]);
-    assert_eq!(out.status.code(), Some(1), "{device}: {}", text(&out));
-    assert_eq!(
-        error_name(&out),
-        format!("org.pibuilder.PiBuilder1.Error.{expected}"),
-        "{device}: {}",
-        text(&out)
-    );
-}
-
-/// The owner of the service's name (an idle daemon may still be exiting beside it).
-fn daemon_pid() -> Option<u32> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .ok()?;
-    rt.block_on(async {
-        let conn = pib_tests::system_bus().await;
-        pib_tests::daemon_pid(&conn).await
-    })
-}
-
-fn running_flash_job(user: &TestUser) -> Option<String> {
-    let out = user.client(&["--json", "jobs"]);
-    let v = last_json_array(&out);
-    v.into_iter()
-        .find(|j| {
-            j["operation"] == "flash"
-                && j["state"] == "running"
-                && j["progress"].as_f64().is_some_and(|p| p > 0.0)
-        })
-        .and_then(|j| j["path"].as_str().map(str::to_owned))
-}
-
-fn last_json_array(out: &Output) -> Vec<serde_json::Value> {
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .rev()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .find_map(|v| v.as_array().cloned())
-        .unwrap_or_default()
-}
-
-fn start_flash(user: &TestUser, image: &Path, device: &str) -> std::process::Child {
-    user.command(pib_tests::client_bin())
-        .args(["--json", "flash", image.to_str().unwrap(), device, "--yes"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
-}
 
 #[test]
 fn cards_are_written_exactly_and_refused_safely() {
     let user = TestUser::ensure("pibtest-flash");
     let _grant = PolkitRule::grant("flash", &user.name, "org.pibuilder.flash");
-    let dir = std::env::temp_dir().join(format!("pib-cards-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let dir = work_dir("cards");
     let image = make_image(&dir, "pi.img", 64 * MIB + 4096 + 512);
 
     // The listing shows a loop card as acceptable and the system disk as refused (with --all).

@@ -49,7 +49,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let engine = crate::docker::Engine::new(config.docker.clone());
     let ctx = Arc::new(Daemon {
         engine,
-        jobs: JobRegistry::new(activity.clone()),
+        jobs: JobRegistry::recording(activity.clone(), config.state_dir.clone()),
         activity: activity.clone(),
         auth,
         conn: conn.clone(),
@@ -107,22 +107,38 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 }
 
 /// Crash-only (DESIGN §3 rule 7): whatever a killed predecessor left, this start removes.
-/// Jobs for the card writes a killed daemon left unfinished, so their owners learn of them.
+/// Jobs a killed daemon left unfinished, reported as failed jobs of their owners.
 async fn report_interrupted(ctx: &Arc<Daemon>) {
-    for w in crate::flash::record::take_interrupted(&ctx.config.state_dir) {
-        tracing::warn!(DEVICE = %w.device, CALLER_UID = w.owner_uid, "a write of {} was interrupted", w.device);
-        let job = ctx.jobs.create(Operation::Flash, w.owner_uid);
+    for w in crate::jobs::record::take_interrupted(&ctx.config.state_dir) {
+        let Ok(operation) = w.operation.parse::<Operation>() else {
+            tracing::warn!("a note names an unknown operation {:?}", w.operation);
+            continue;
+        };
+        tracing::warn!(OPERATION = %operation, CALLER_UID = w.owner_uid, DEVICE = w.device.as_deref().unwrap_or(""), "a {operation} job was interrupted");
+        let job = ctx.jobs.create(operation, w.owner_uid);
         if job_object::export(ctx, job.clone()).await.is_err() {
             continue;
         }
-        let message = format!(
-            "interrupted: the daemon stopped while writing {}; the card is incomplete (its \
-             partition table was not written) and must be written again",
-            w.device
-        );
-        ctx.jobs.run(job, move |_| async move {
-            Err::<Outcome, _>(DBusError::DeviceLost(message))
-        });
+        let error = interrupted_error(operation, &w);
+        ctx.jobs
+            .run(job, move |_| async move { Err::<Outcome, _>(error) });
+    }
+}
+
+fn interrupted_error(operation: Operation, w: &crate::jobs::record::Interrupted) -> DBusError {
+    match (&w.device, operation) {
+        (Some(device), Operation::Flash) => DBusError::DeviceLost(format!(
+            "interrupted: the daemon stopped while writing {device}; the card is incomplete \
+             (its partition table was not written) and must be written again"
+        )),
+        (Some(device), _) => DBusError::DeviceLost(format!(
+            "interrupted: the daemon stopped during the {operation} of {device}; the card must \
+             be done again"
+        )),
+        (None, _) => DBusError::Failed(format!(
+            "interrupted: the daemon stopped during this {operation} job; what it had made so \
+             far was removed, run it again"
+        )),
     }
 }
 

@@ -778,7 +778,10 @@ impl<'a> Context<'a> {
         let mut expanded = BTreeSet::new();
         for path in protected {
             let reason = format!("holds {}", path.display());
-            for dev in self.devices_holding(path, 0)? {
+            // A state directory not made yet will be made on the disk of its nearest existing
+            // parent (on a fresh machine, before the first build): protect that disk.
+            let existing = nearest_existing(path);
+            for dev in self.devices_holding(&existing, 0)? {
                 self.expand_down(dev, &reason, &mut found, &mut expanded, 0)?;
             }
         }
@@ -1204,6 +1207,20 @@ fn judge(facts: &Facts, policy: &Policy, mode: Mode) -> Verdict {
         Verdict::Ok
     } else {
         Verdict::NeedsSystemGrant(reasons.join("; "))
+    }
+}
+
+/// `path`, or its closest ancestor that exists.
+fn nearest_existing(path: &Path) -> PathBuf {
+    let mut p = path;
+    loop {
+        match fs::symlink_metadata(p) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => match p.parent() {
+                Some(up) if !up.as_os_str().is_empty() => p = up,
+                _ => return path.to_path_buf(),
+            },
+            _ => return p.to_path_buf(),
+        }
     }
 }
 

@@ -84,6 +84,7 @@ fn write_table(chosen: &Chosen, parts: &[Partition]) -> Result<(), DBusError> {
 }
 
 pub async fn run(chosen: Chosen, boot_size: u64, job: JobHandle) -> Result<Outcome, DBusError> {
+    job.note_device(&chosen.disk.node.to_string_lossy());
     let size = chosen.disk.identity.size;
     let root_start = ALIGN + boot_size;
     let root_size = size.saturating_sub(root_start) / ALIGN * ALIGN;

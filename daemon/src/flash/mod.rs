@@ -4,6 +4,6 @@
 pub mod busy;
 pub mod engine;
 pub mod format;
-pub mod record;
+
 pub mod request;
 pub mod run;

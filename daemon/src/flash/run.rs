@@ -263,20 +263,10 @@ async fn drive(
         chosen.iter().map(|_| None).collect();
     let mut targets = Vec::new();
     let mut slots = Vec::new();
-    // Kept until the writes end: a killed daemon leaves them for the next one to report.
-    let mut notes = Vec::new();
     for (i, c) in chosen.iter().enumerate() {
         handles[i].set_stage("open");
         let device = c.disk.node.to_string_lossy().into_owned();
-        match super::record::note(
-            &ctx.config.state_dir,
-            handles[i].id(),
-            &device,
-            handles[i].owner_uid(),
-        ) {
-            Ok(n) => notes.push(n),
-            Err(e) => tracing::warn!("cannot record the write of {device}: {e}"),
-        }
+        handles[i].note_device(&device);
         handles[i].log(format!(
             "writing {} ({} bytes{})",
             c.disk.node.display(),
@@ -355,7 +345,6 @@ async fn drive(
             }
         }
     }
-    drop(notes);
     results
         .into_iter()
         .map(|r| r.unwrap_or_else(|| Err(DBusError::Failed("not written".into()))))

@@ -6,9 +6,11 @@
 
 pub mod log;
 mod rate;
+pub mod record;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -136,6 +138,8 @@ pub struct Job {
     ended: Notify,
     cancel: CancellationToken,
     pub log: JobLog,
+    /// On disk while the job runs, for the next daemon should this one be killed.
+    note: Mutex<Option<record::Note>>,
 }
 
 pub fn now_us() -> u64 {
@@ -173,6 +177,7 @@ impl Job {
             ended: Notify::new(),
             cancel: CancellationToken::new(),
             log: JobLog::new(),
+            note: Mutex::new(None),
         }
     }
 
@@ -283,6 +288,20 @@ impl JobHandle {
         self.0.id
     }
 
+    /// Names the device this job writes in its note, so that a report after a crash can say
+    /// which card was left incomplete.
+    pub fn note_device(&self, device: &str) {
+        let note = self.0.note.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = note.as_ref() {
+            if let Err(e) = n.set_device(device) {
+                tracing::warn!(
+                    JOB_ID = self.0.id,
+                    "cannot record the device of the job: {e}"
+                );
+            }
+        }
+    }
+
     pub fn log(&self, line: impl Into<String>) {
         let line = line.into();
         tracing::info!(JOB_ID = self.0.id, OPERATION = %self.0.operation, "{line}");
@@ -378,15 +397,29 @@ struct RegistryInner {
     next_id: AtomicU64,
     jobs: Mutex<BTreeMap<u64, Arc<Job>>>,
     activity: Activity,
+    /// Where running jobs leave their notes; none in unit tests.
+    state_dir: Option<PathBuf>,
 }
 
 impl JobRegistry {
+    /// A registry that leaves no notes (unit tests).
+    #[cfg(test)]
     pub fn new(activity: Activity) -> JobRegistry {
+        Self::build(activity, None)
+    }
+
+    /// A registry whose running jobs leave notes in `state_dir` (see [`record`]).
+    pub fn recording(activity: Activity, state_dir: PathBuf) -> JobRegistry {
+        Self::build(activity, Some(state_dir))
+    }
+
+    fn build(activity: Activity, state_dir: Option<PathBuf>) -> JobRegistry {
         JobRegistry {
             inner: Arc::new(RegistryInner {
                 next_id: AtomicU64::new(1),
                 jobs: Mutex::new(BTreeMap::new()),
                 activity,
+                state_dir,
             }),
         }
     }
@@ -412,6 +445,12 @@ impl JobRegistry {
         O: Into<Outcome> + Send + 'static,
     {
         let activity = self.inner.activity.clone();
+        if let Some(dir) = &self.inner.state_dir {
+            match record::note(dir, job.id, job.operation.as_str(), job.owner_uid) {
+                Ok(n) => *job.note.lock().unwrap_or_else(|e| e.into_inner()) = Some(n),
+                Err(e) => tracing::warn!(JOB_ID = job.id, "cannot record the running job: {e}"),
+            }
+        }
         let handle = JobHandle(job.clone());
         tokio::spawn(async move {
             // The worker runs in its own task so a panic in it fails the job instead of
@@ -428,6 +467,7 @@ impl JobRegistry {
                     tracing::warn!(JOB_ID = job.id, OPERATION = %job.operation, "job ended: {}: {}", e.short_name(), e.message())
                 }
             }
+            drop(job.note.lock().unwrap_or_else(|e| e.into_inner()).take());
             job.finish(result);
             activity.touch();
         });
