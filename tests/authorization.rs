@@ -5,21 +5,11 @@
 
 use std::time::{Duration, Instant};
 
-use pib_tests::{error_of, manager, system_bus, wait_job, PolkitRule, TestUser, NOT_AUTHORIZED};
+use pib_tests::{
+    error_of, jobs_started_by, manager, system_bus, wait_job, PolkitRule, TestUser, NOT_AUTHORIZED,
+};
 
 const RULE_RELOAD: Duration = Duration::from_secs(15);
-
-async fn jobs_started_by(uid: u32) -> Vec<String> {
-    let conn = system_bus().await;
-    let mut out = Vec::new();
-    for path in manager(&conn).await.list_jobs().await.expect("list jobs") {
-        let job = pib_tests::job(&conn, path.as_str()).await;
-        if job.started_by_uid().await.expect("uid") == uid {
-            out.push(path.to_string());
-        }
-    }
-    out
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_user_is_denied_without_the_action_and_allowed_once_a_rule_grants_it() {

@@ -9,14 +9,13 @@
 use std::fs::File;
 use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use pib_tests::cards::{
     daemon_pid, error_name, flash, last_json_array, make_image, pattern, refused,
     running_flash_job, start_flash, work_dir, MIB,
 };
-use pib_tests::{eventually, text, LoopCard as Card, PolkitRule, TestUser};
+use pib_tests::{eventually, text, DaemonConfig, LoopCard as Card, PolkitRule, TestUser};
 
 const ERR: &str = "org.pibuilder.PiBuilder1.Error.";
 
@@ -48,76 +47,6 @@ fn daemon_holds(dev: &str) -> bool {
     };
     fds.flatten()
         .any(|fd| std::fs::metadata(fd.path()).is_ok_and(|m| m.rdev() == want && want != 0))
-}
-
-/// The daemon's configuration file rewritten for as long as this lives; the daemon is
-/// restarted so the next call reads it, and again when the original comes back.
-struct DaemonConfig {
-    path: PathBuf,
-    original: String,
-}
-
-impl DaemonConfig {
-    fn with_allow_loop(allow: bool) -> DaemonConfig {
-        // Where `make dev-up` writes the configuration its activation file names.
-        let path = pib_tests::repo_root().join("target/pib-dev/daemon.toml");
-        let original = std::fs::read_to_string(&path)
-            .unwrap_or_else(|e| panic!("{}: {e} (run make dev-up)", path.display()));
-        let mut changed = false;
-        let text: String = original
-            .lines()
-            .map(|l| {
-                if l.trim_start().starts_with("allow_loop") {
-                    changed = true;
-                    format!("allow_loop = {allow}")
-                } else {
-                    l.to_owned()
-                }
-            })
-            .collect::<Vec<_>>()
-            .join("\n");
-        assert!(changed, "{} has no allow_loop line", path.display());
-        std::fs::write(&path, text + "\n").unwrap();
-        restart_daemon();
-        DaemonConfig { path, original }
-    }
-}
-
-impl Drop for DaemonConfig {
-    fn drop(&mut self) {
-        let _ = std::fs::write(&self.path, &self.original);
-        restart_daemon();
-    }
-}
-
-/// Stops the running daemon (the next call activates a new one, which reads its configuration
-/// afresh). Only called with no job running.
-fn restart_daemon() {
-    if let Some(pid) = daemon_pid() {
-        let _ = Command::new("kill").arg(pid.to_string()).status();
-        assert!(
-            eventually(Duration::from_secs(30), || !Path::new(&format!(
-                "/proc/{pid}"
-            ))
-            .exists()),
-            "the daemon did not stop"
-        );
-    }
-}
-
-/// A rule that grants `action` to `user` only after a pause, so a test can act while the
-/// daemon waits for the decision.
-fn slow_grant(tag: &str, user: &str, action: &str, seconds: u32) -> PolkitRule {
-    let body = format!(
-        "// pi-builder integration test ({tag})\n\
-         polkit.addRule(function(action, subject) {{\n\
-         \x20   if (action.id == \"{action}\" && subject.user == \"{user}\") {{\n\
-         \x20       polkit.spawn([\"sleep\", \"{seconds}\"]);\n\
-         \x20       return polkit.Result.YES;\n\
-         \x20   }}\n\
-         }});\n"
-    );
-    PolkitRule::from_text(tag, &body)
 }
 
 #[test]
@@ -168,7 +97,7 @@ fn cards_that_change_under_the_writer() {
     // while polkit decided, the same node came to stand for another file. DeviceChanged, and
     // the new file was not written.
     let swapper = TestUser::ensure("pibtest-swap");
-    let _slow = slow_grant("swap", &swapper.name, "org.pibuilder.flash", 3);
+    let _slow = PolkitRule::slow_grant("swap", &swapper.name, "org.pibuilder.flash", 3);
     let mut swapped = Card::new(&dir, "before", 128 * MIB, false);
     let child = start_flash(&swapper, &image, &swapped.dev);
     std::thread::sleep(Duration::from_millis(1000));
@@ -191,7 +120,7 @@ fn cards_that_change_under_the_writer() {
     // the listing says why.
     let card = Card::new(&dir, "forbidden", 128 * MIB, false);
     {
-        let _config = DaemonConfig::with_allow_loop(false);
+        let _config = DaemonConfig::with(&[("devices", "allow_loop", "false")]);
         refused(&user, &image, &card.dev, "DeviceRefused");
         let out = flash(&user, &image, &[&card.dev], &[]);
         assert!(text(&out).contains("loop devices"), "{}", text(&out));

@@ -40,6 +40,9 @@ pub struct Config {
     pub interactive_auth_timeout_secs: u64,
     /// Upper bound on a polkit decision that may not prompt.
     pub auth_timeout_secs: u64,
+    /// A caller's input stream (build context, image, tarball) that sends nothing for this
+    /// long fails its job, instead of holding it open forever.
+    pub input_stall_secs: u64,
     /// The Docker engine: the local socket by default, or a build host over TLS.
     pub docker: crate::docker::DockerConfig,
     pub state_dir: PathBuf,
@@ -124,6 +127,7 @@ impl Default for Config {
             job_retention_secs: 600,
             interactive_auth_timeout_secs: 300,
             auth_timeout_secs: 25,
+            input_stall_secs: 60,
             docker: crate::docker::DockerConfig::default(),
             state_dir: PathBuf::from("/var/lib/pi-builder"),
             cache_dir: PathBuf::from("/var/cache/pi-builder"),
@@ -179,6 +183,10 @@ impl Config {
 
     pub fn job_retention(&self) -> Duration {
         Duration::from_secs(self.job_retention_secs)
+    }
+
+    pub fn input_stall(&self) -> Duration {
+        Duration::from_secs(self.input_stall_secs.max(1))
     }
 }
 

@@ -2,9 +2,11 @@
 //! names; files cross the bus as fds the caller opened with its own rights. This module checks
 //! such fds and turns them into non-blocking async readers and writers.
 
+use std::future::Future;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
+use std::time::Duration;
 
 use rustix::fs::{FileType, OFlags};
 use tokio::io::unix::AsyncFd;
@@ -299,6 +301,93 @@ impl AsyncWrite for FdWriter {
     }
 }
 
+/// A caller's stream that fails with `TimedOut` once a read waits longer than `limit`: a
+/// caller that opens a pipe and never writes must not hold a job (and its locks) forever.
+/// Only the wait for the caller counts, not the time the consumer takes between reads.
+pub struct Stalling<R> {
+    inner: R,
+    limit: Duration,
+    timer: Pin<Box<tokio::time::Sleep>>,
+    waiting: bool,
+}
+
+impl<R> Stalling<R> {
+    pub fn new(inner: R, limit: Duration) -> Self {
+        Stalling {
+            inner,
+            limit,
+            timer: Box::pin(tokio::time::sleep(limit)),
+            waiting: false,
+        }
+    }
+}
+
+/// The error a stalled caller stream ends with.
+pub fn stalled(limit: Duration) -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        format!("the caller's stream sent nothing for {} s", limit.as_secs()),
+    )
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for Stalling<R> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        if !this.waiting {
+            let deadline = tokio::time::Instant::now() + this.limit;
+            this.timer.as_mut().reset(deadline);
+            this.waiting = true;
+        }
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(r) => {
+                this.waiting = false;
+                Poll::Ready(r)
+            }
+            Poll::Pending => {
+                ready!(this.timer.as_mut().poll(cx));
+                this.waiting = false;
+                Poll::Ready(Err(stalled(this.limit)))
+            }
+        }
+    }
+}
+
+/// The blocking counterpart for pipes read on a worker thread: each read first waits at most
+/// `limit` for data (or the end) to arrive.
+pub struct StallingPipe {
+    pipe: std::fs::File,
+    limit: Duration,
+}
+
+impl StallingPipe {
+    pub fn new(pipe: std::fs::File, limit: Duration) -> Self {
+        StallingPipe { pipe, limit }
+    }
+}
+
+impl std::io::Read for StallingPipe {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use rustix::event::{poll, PollFd, PollFlags, Timespec};
+        let timeout = Timespec {
+            tv_sec: self.limit.as_secs() as i64,
+            tv_nsec: i64::from(self.limit.subsec_nanos()),
+        };
+        loop {
+            let mut fds = [PollFd::new(&self.pipe, PollFlags::IN)];
+            match poll(&mut fds, Some(&timeout)) {
+                Ok(0) => return Err(stalled(self.limit)),
+                Ok(_) => return self.pipe.read(buf),
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -370,5 +459,42 @@ mod tests {
         let mut got = String::new();
         reader.read_to_string(&mut got).await.unwrap();
         assert_eq!(got, "hello");
+    }
+
+    #[tokio::test]
+    async fn a_silent_stream_times_out_but_a_slow_consumer_does_not() {
+        let (r, w) = rustix::pipe::pipe().unwrap();
+        let reader = check(r, "in", Access::Read, Kinds::STREAM)
+            .unwrap()
+            .into_async_reader()
+            .unwrap();
+        let limit = Duration::from_millis(300);
+        let mut reader = Stalling::new(reader, limit);
+        rustix::io::write(&w, b"ab").unwrap();
+        // The consumer dawdles past the limit between reads; only waiting for data counts.
+        tokio::time::sleep(limit * 2).await;
+        let mut buf = [0u8; 8];
+        assert_eq!(reader.read(&mut buf).await.unwrap(), 2);
+        let err = reader.read(&mut buf).await.unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::TimedOut, "{err}");
+        drop(w);
+    }
+
+    #[test]
+    fn a_silent_pipe_times_out_on_a_worker_thread() {
+        use std::io::Read;
+        let (r, w) = rustix::pipe::pipe().unwrap();
+        let mut pipe = StallingPipe::new(std::fs::File::from(r), Duration::from_millis(200));
+        rustix::io::write(&w, b"xyz").unwrap();
+        let mut buf = [0u8; 8];
+        assert_eq!(pipe.read(&mut buf).unwrap(), 3);
+        let err = pipe.read(&mut buf).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::TimedOut, "{err}");
+        drop(w);
+        assert_eq!(
+            pipe.read(&mut buf).unwrap(),
+            0,
+            "the end still reads as the end"
+        );
     }
 }

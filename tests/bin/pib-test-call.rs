@@ -6,7 +6,10 @@
 //!
 //!   pib-test-call [--interactive] status | list-jobs | register [ARCH] | unregister [ARCH]
 //!                 | cancel PATH | attach-log PATH | register-option KEY STRING
-//!                 | probe-all [bad]
+//!                 | probe-all [bad] | build OPTIONS FD [--wait] | import OPTIONS FD [--wait]
+//!                 | flash DEVICE FD [--wait]   (see raw.rs)
+
+mod raw;
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -114,6 +117,7 @@ async fn run(args: &[String]) -> Result<Value, DBusError> {
             let card = args.get(if bad { 2 } else { 1 }).map(String::as_str);
             probe_all(&manager, bad, card).await
         }
+        Some("build" | "import" | "flash") => raw::run(&conn, &manager, args).await,
         _ => Err(DBusError::InvalidArgs(format!(
             "usage: see source; got {args:?}"
         ))),

@@ -8,10 +8,12 @@
 //! processes (`setpriv`), because the bus identifies callers by the credentials of their socket.
 
 pub mod cards;
+pub mod daemon;
 pub mod elf;
 pub mod http;
 
 pub use cards::LoopCard;
+pub use daemon::{restart_daemon, DaemonConfig};
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -246,6 +248,21 @@ impl PolkitRule {
         Self::write(tag, &body)
     }
 
+    /// Grants `action` to `user` only after a pause of `seconds`, so a test can act while
+    /// the daemon waits for the decision.
+    pub fn slow_grant(tag: &str, user: &str, action: &str, seconds: u32) -> PolkitRule {
+        let body = format!(
+            "// pi-builder integration test ({tag})\n\
+             polkit.addRule(function(action, subject) {{\n\
+             \x20   if (action.id == \"{action}\" && subject.user == \"{user}\") {{\n\
+             \x20       polkit.spawn([\"sleep\", \"{seconds}\"]);\n\
+             \x20       return polkit.Result.YES;\n\
+             \x20   }}\n\
+             }});\n"
+        );
+        Self::write(tag, &body)
+    }
+
     /// A rule of the caller's own text, named after `tag`.
     pub fn from_text(tag: &str, body: &str) -> PolkitRule {
         Self::write(tag, body)
@@ -302,6 +319,19 @@ pub fn last_json(out: &Output) -> serde_json::Value {
         .find(|l| l.trim_start().starts_with('{'))
         .unwrap_or_else(|| panic!("no JSON in output:\n{}", text(out)));
     serde_json::from_str(line).unwrap_or_else(|e| panic!("bad JSON {line:?}: {e}"))
+}
+
+/// The jobs on the bus that `uid` started (as root sees them).
+pub async fn jobs_started_by(uid: u32) -> Vec<String> {
+    let conn = system_bus().await;
+    let mut out = Vec::new();
+    for path in manager(&conn).await.list_jobs().await.expect("list jobs") {
+        let job = job(&conn, path.as_str()).await;
+        if job.started_by_uid().await.expect("uid") == uid {
+            out.push(path.to_string());
+        }
+    }
+    out
 }
 
 /// The process id of the current owner of the service's bus name, if any.

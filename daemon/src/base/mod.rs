@@ -141,7 +141,7 @@ pub async fn import_fd(
         previous,
     };
     let produce = |sink: docker::Sink| async move {
-        source::produce_from_fd(tarball, &sink, progress, cancel).await
+        source::produce_from_fd(tarball, cfg.stall_timeout, &sink, progress, cancel).await
     };
     docker::import_stream(docker, plan, progress, cancel, produce).await
 }

@@ -94,6 +94,7 @@ pub fn config_from(c: &crate::config::Config) -> BaseConfig {
         debian_suite: c.base.debian_suite.clone(),
         cache_dir: c.cache_dir.join("bases"),
         docker_socket: crate::docker::socket_path(&c.docker),
+        stall_timeout: c.input_stall(),
         ..BaseConfig::default()
     }
 }

@@ -6,7 +6,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_compression::tokio::bufread::{GzipDecoder, XzDecoder, ZstdDecoder};
 use bytes::BytesMut;
@@ -143,7 +143,7 @@ impl<R: AsyncRead + Unpin> AsyncRead for HashingReader<R> {
 /// A readable end of what the client handed over: a regular file or a pipe.
 enum Input {
     File(tokio::fs::File),
-    Pipe(tokio::net::unix::pipe::Receiver),
+    Pipe(crate::fdio::Stalling<tokio::net::unix::pipe::Receiver>),
 }
 
 impl AsyncRead for Input {
@@ -161,7 +161,7 @@ impl AsyncRead for Input {
 
 /// Checks that a caller's fd is something we may read a tarball from: a regular file or a
 /// pipe, open for reading, not an O_PATH handle. Returns the reader and, for files, the size.
-fn open_input(fd: OwnedFd) -> Result<(Input, u64), BaseError> {
+fn open_input(fd: OwnedFd, stall: Duration) -> Result<(Input, u64), BaseError> {
     use rustix::fs::{FileType, OFlags};
     let flags = rustix::fs::fcntl_getfl(fd.as_fd())
         .map_err(|e| BaseError::BadTarball(format!("cannot inspect the file descriptor: {e}")))?;
@@ -189,7 +189,7 @@ fn open_input(fd: OwnedFd) -> Result<(Input, u64), BaseError> {
         FileType::Fifo => {
             let pipe = tokio::net::unix::pipe::Receiver::from_owned_fd(fd)
                 .map_err(|e| BaseError::BadTarball(format!("cannot read from the pipe: {e}")))?;
-            Ok((Input::Pipe(pipe), 0))
+            Ok((Input::Pipe(crate::fdio::Stalling::new(pipe, stall)), 0))
         }
         other => Err(BaseError::BadTarball(format!(
             "expected a regular file or a pipe, got {}",
@@ -214,11 +214,12 @@ fn describe(t: rustix::fs::FileType) -> &'static str {
 /// decompresses as it streams, and hashes the bytes as received.
 pub(crate) async fn produce_from_fd(
     fd: OwnedFd,
+    stall: Duration,
     sink: &Sink,
     progress: &dyn Progress,
     cancel: &CancellationToken,
 ) -> Result<super::docker::Produced, BaseError> {
-    let (input, size) = open_input(fd)?;
+    let (input, size) = open_input(fd, stall)?;
     progress.stage("import");
     let tally = Arc::new(Mutex::new(Tally::default()));
     let mut hashing = HashingReader {

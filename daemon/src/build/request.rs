@@ -6,7 +6,7 @@ use pib_dbus_interfaces::stage::{self, MAX_STAGES};
 use pib_dbus_interfaces::types::{options as opt, Arch, Board, Distro};
 use pib_dbus_interfaces::DBusError;
 
-use crate::bus::options::Options;
+use crate::bus::options::{truncate, Options};
 use crate::results::check_image_name;
 
 /// Every option Build accepts.
@@ -59,8 +59,12 @@ pub(crate) fn check_hostname(h: &str) -> Result<(), DBusError> {
                 && !l.starts_with('-')
                 && !l.ends_with('-')
         });
-    ok.then_some(())
-        .ok_or_else(|| invalid(format!("hostname {h:?} is not a valid host name")))
+    ok.then_some(()).ok_or_else(|| {
+        invalid(format!(
+            "hostname {:?} is not a valid host name",
+            truncate(h)
+        ))
+    })
 }
 
 /// Values that end up in shell commands and config files of the image: a conservative
@@ -74,7 +78,8 @@ fn check_word(key: &str, value: &str, extra: &[char]) -> Result<(), DBusError> {
             .all(|c| c.is_ascii_alphanumeric() || extra.contains(&c));
     ok.then_some(()).ok_or_else(|| {
         invalid(format!(
-            "{key} {value:?} contains characters that are not allowed"
+            "{key} {:?} contains characters that are not allowed",
+            truncate(value)
         ))
     })
 }
@@ -88,8 +93,12 @@ fn check_repo_url(url: &str) -> Result<(), DBusError> {
         && url
             .chars()
             .all(|c| c.is_ascii_graphic() && !matches!(c, '"' | '\'' | '\\' | '`' | '$'));
-    ok.then_some(())
-        .ok_or_else(|| invalid(format!("repo_url {url:?} must be a plain http(s) URL")))
+    ok.then_some(()).ok_or_else(|| {
+        invalid(format!(
+            "repo_url {:?} must be a plain http(s) URL",
+            truncate(url)
+        ))
+    })
 }
 
 impl BuildRequest {

@@ -18,9 +18,6 @@ use crate::jobs::{JobHandle, Outcome};
 use crate::results::{self, label};
 use crate::workdir::WorkDir;
 
-/// A context stream that sends nothing for this long is abandoned.
-const CONTEXT_STALL: std::time::Duration = std::time::Duration::from_secs(60);
-
 /// Build args every build passes (stages declare the ones they read).
 fn build_args(req: &BuildRequest, base_image: &str, build_id: &str) -> HashMap<String, String> {
     let mut args: HashMap<String, String> = req.args.clone().into_iter().collect();
@@ -54,6 +51,7 @@ async fn receive(
     context: CheckedFd,
     path: &std::path::Path,
     limit: u64,
+    stall: std::time::Duration,
     job: &JobHandle,
     work: &WorkDir,
 ) -> Result<u64, DBusError> {
@@ -67,11 +65,11 @@ async fn receive(
     let mut total = 0u64;
     loop {
         let n = tokio::select! {
-            n = tokio::time::timeout(CONTEXT_STALL, reader.read(&mut buf)) => match n {
+            n = tokio::time::timeout(stall, reader.read(&mut buf)) => match n {
                 Ok(Ok(n)) => n,
                 Ok(Err(e)) => return Err(DBusError::InvalidArgs(format!("cannot read the build context: {e}"))),
                 Err(_) => return Err(DBusError::InvalidArgs(format!(
-                    "the build context stream sent nothing for {} s", CONTEXT_STALL.as_secs()))),
+                    "the build context stream sent nothing for {} s", stall.as_secs()))),
             },
             _ = job.cancelled() => return Err(DBusError::Cancelled("cancelled while receiving the context".into())),
         };
@@ -115,7 +113,7 @@ pub async fn run(
 
     job.set_stage("context");
     let raw = work.file("client.tar");
-    let received = receive(context, &raw, limit, &job, &work).await?;
+    let received = receive(context, &raw, limit, ctx.config.input_stall(), &job, &work).await?;
     job.log(format!("received a build context of {received} bytes"));
 
     // One bounded pass over the spooled stream: the parts come first (the client sends them

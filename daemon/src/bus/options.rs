@@ -167,8 +167,8 @@ impl Options {
     }
 }
 
-/// Keeps error messages short when a caller sends a huge key.
-fn truncate(s: &str) -> &str {
+/// Keeps error messages short when a caller sends a huge key or value.
+pub(crate) fn truncate(s: &str) -> &str {
     match s.char_indices().nth(64) {
         Some((i, _)) => &s[..i],
         None => s,

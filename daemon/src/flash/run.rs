@@ -89,7 +89,11 @@ fn sniff(magic: &[u8]) -> Compression {
 }
 
 /// The engine's input: compression as told, or as the first bytes say.
-fn input_of(source: Source, told: Option<Compression>) -> Result<Input, DBusError> {
+fn input_of(
+    source: Source,
+    told: Option<Compression>,
+    stall: std::time::Duration,
+) -> Result<Input, DBusError> {
     let file = match source {
         Source::Caller(f) => f,
         Source::Made { file, .. } => return Ok(Input::File(file)),
@@ -110,7 +114,7 @@ fn input_of(source: Source, told: Option<Compression>) -> Result<Input, DBusErro
     // A pipe: the first bytes are read to tell, then given back in front of the rest.
     let mut magic = vec![0u8; 6];
     let mut got = 0;
-    let mut f = file;
+    let mut f = crate::fdio::StallingPipe::new(file, stall);
     while got < magic.len() {
         let n = f.read(&mut magic[got..]).map_err(bad)?;
         if n == 0 {
@@ -120,7 +124,7 @@ fn input_of(source: Source, told: Option<Compression>) -> Result<Input, DBusErro
     }
     magic.truncate(got);
     let kind = told.unwrap_or_else(|| sniff(&magic));
-    let stream: Chain<Cursor<Vec<u8>>, File> = Cursor::new(magic).chain(f);
+    let stream: Chain<Cursor<Vec<u8>>, crate::fdio::StallingPipe> = Cursor::new(magic).chain(f);
     match kind {
         Compression::Zstd => Ok(Input::Zstd(Box::new(stream))),
         Compression::Xz => Ok(Input::Xz(Box::new(stream))),
@@ -305,7 +309,7 @@ async fn drive(
             handles[i].set_stage("image");
         }
         match source(ctx.clone(), handles[slots[0]].clone()).await {
-            Ok(s) => input_of(s, req.compression),
+            Ok(s) => input_of(s, req.compression, ctx.config.input_stall()),
             Err(e) => Err(e),
         }
     };
