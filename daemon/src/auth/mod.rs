@@ -26,12 +26,16 @@ pub struct Caller {
     pub bus_name: OwnedUniqueName,
 }
 
+/// How long a timed-out check waits for polkit to acknowledge its cancellation.
+const CANCEL_LIMIT: Duration = Duration::from_secs(2);
+
 pub struct Authorizer {
     dbus: DBusProxy<'static>,
     polkit: AuthorityProxy<'static>,
     timeout: Duration,
     interactive_timeout: Duration,
     next_check: AtomicU64,
+    activity: crate::idle::Activity,
 }
 
 impl Authorizer {
@@ -39,6 +43,7 @@ impl Authorizer {
         conn: &Connection,
         timeout: Duration,
         interactive_timeout: Duration,
+        activity: crate::idle::Activity,
     ) -> zbus::Result<Authorizer> {
         Ok(Authorizer {
             dbus: DBusProxy::new(conn).await?,
@@ -46,6 +51,7 @@ impl Authorizer {
             timeout,
             interactive_timeout,
             next_check: AtomicU64::new(1),
+            activity,
         })
     }
 
@@ -169,6 +175,7 @@ impl Authorizer {
         let check =
             self.polkit
                 .check_authorization(&subject, action, &details, flags, &cancellation_id);
+        let _held = self.activity.hold();
         let result = match tokio::time::timeout(limit, check).await {
             Ok(Ok(result)) => result,
             Ok(Err(e)) => {
@@ -177,10 +184,9 @@ impl Authorizer {
                 )))
             }
             Err(_) => {
-                let _ = self
-                    .polkit
-                    .cancel_check_authorization(&cancellation_id)
-                    .await;
+                // Bounded too: a polkitd that did not answer the check may not answer this.
+                let cancel = self.polkit.cancel_check_authorization(&cancellation_id);
+                let _ = tokio::time::timeout(CANCEL_LIMIT, cancel).await;
                 return Err(DBusError::NotAuthorized(format!(
                     "polkit did not answer about {action} within {} s",
                     limit.as_secs()

@@ -44,6 +44,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         &conn,
         Duration::from_secs(config.auth_timeout_secs),
         Duration::from_secs(config.interactive_auth_timeout_secs),
+        activity.clone(),
     )
     .await?;
     let engine = crate::docker::Engine::new(config.docker.clone());
