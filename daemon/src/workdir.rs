@@ -39,7 +39,10 @@ impl WorkDir {
             std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
                 .map_err(|e| io_error("securing the work directory", dir, e))?;
         }
-        let path = parent.join(format!("job-{}-{job_id}", std::process::id()));
+        let path = parent.join(format!(
+            "job-{}-{job_id}",
+            crate::jobs::record::process_tag()
+        ));
         std::fs::DirBuilder::new()
             .mode(0o700)
             .create(&path)
@@ -74,7 +77,7 @@ pub fn reap_stale(state_dir: &Path) -> usize {
     let Ok(entries) = std::fs::read_dir(state_dir.join(WORK)) else {
         return 0;
     };
-    let mine = format!("job-{}-", std::process::id());
+    let mine = format!("job-{}-", crate::jobs::record::process_tag());
     let mut reaped = 0;
     for entry in entries.flatten() {
         let name = entry.file_name();

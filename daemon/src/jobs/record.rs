@@ -43,9 +43,10 @@ impl Drop for Note {
     }
 }
 
-/// Names this process's notes: the pid alone could come back after a reboot or in a new
-/// container, and the new daemon would then take a predecessor's notes for its own.
-fn process_tag() -> &'static str {
+/// Names this process's notes and work directories: the pid alone could come back after a
+/// reboot or in a new container, and the new daemon would then take a predecessor's leftovers
+/// for its own.
+pub(crate) fn process_tag() -> &'static str {
     static TAG: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     TAG.get_or_init(|| format!("{}.{}", std::process::id(), crate::jobs::now_us()))
 }
