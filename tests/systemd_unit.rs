@@ -87,7 +87,10 @@ const ON: &[(&str, &str)] = &[
     ("CacheDirectoryMode", "0700"),
     ("RuntimeDirectoryMode", "0700"),
     ("RestrictNamespaces", "mnt pid uts ipc"),
-    ("RestrictAddressFamilies", "AF_UNIX AF_INET AF_INET6 AF_NETLINK AF_PACKET"),
+    (
+        "RestrictAddressFamilies",
+        "AF_UNIX AF_INET AF_INET6 AF_NETLINK AF_PACKET",
+    ),
 ];
 
 /// Protections the daemon cannot have (each is off, explicitly or by omission, and
@@ -158,13 +161,22 @@ fn each_chosen_protection_is_set() {
         "bpf",
         "open_by_handle_at",
     ] {
-        assert!(denied.contains(call), "SystemCallFilter does not deny {call}");
+        assert!(
+            denied.contains(call),
+            "SystemCallFilter does not deny {call}"
+        );
     }
     // Devices: block devices and the loop/pts/console character devices only.
     let allowed = values(&d, "DeviceAllow");
     assert_eq!(
         allowed,
-        ["block-* rwm", "char-misc rw", "char-pts rw", "/dev/console rw", "char-* m"],
+        [
+            "block-* rwm",
+            "char-misc rw",
+            "char-pts rw",
+            "/dev/console rw",
+            "char-* m"
+        ],
     );
 }
 
