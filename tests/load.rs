@@ -85,7 +85,10 @@ async fn fifty_clients_are_all_answered_while_a_build_runs() {
     let state = pib_tests::job(&conn, &job).await.state().await.unwrap();
     if state != "running" {
         let built = build.join().unwrap();
-        panic!("the build ended ({state}) during the load: {r}\n{}", text(&built));
+        panic!(
+            "the build ended ({state}) during the load: {r}\n{}",
+            text(&built)
+        );
     }
 
     assert_eq!(r["errors"], 0, "calls failed: {r}");
