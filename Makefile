@@ -9,7 +9,7 @@ CARGO ?= cargo
 # Optional overrides scripts/install reads from the environment (empty means its default).
 export UNITDIR DBUS_POLICYDIR POLKIT_ACTIONDIR
 
-.PHONY: build dev-up test demo bench install lint
+.PHONY: build dev-up test demo bench install lint fuzz
 
 build:
 	$(CARGO) build --workspace
@@ -29,13 +29,22 @@ demo:
 	$(MAKE) --no-print-directory dev-up
 	scripts/demo
 
+# The bus fuzzer's long form (the short one runs in `make test`): PIB_FUZZ_SECS (default 600
+# here), PIB_FUZZ_CALLS and PIB_FUZZ_SEED as tests/fuzz.rs describes.
+PIB_FUZZ_SECS ?= 600
+fuzz:
+	$(MAKE) --no-print-directory dev-up
+	PIB_FUZZ_SECS=$(PIB_FUZZ_SECS) $(CARGO) test -p pib-tests --test fuzz -- --nocapture
+
 # The benchmarks (numbers and method in BENCHMARKS.md): an unchanged rebuild against docker
 # build, a disk image against the naive mount-and-copy pipeline, a card write against dd and
-# bmaptool. BENCH_RUNS=N sets the number of runs.
+# bmaptool, status calls of 50 clients during a build against the bus round trip.
+# BENCH_RUNS=N sets the number of runs.
 bench: dev-up
 	scripts/bench-build
 	scripts/bench-image
 	scripts/bench-flash
+	scripts/bench-load
 
 # Installs target/release by default; BIN_DIR=target/debug tries it without a release build.
 install:

@@ -3,7 +3,6 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -69,23 +68,9 @@ fn spawn(notify: &OwnedFd) -> io::Result<Child> {
         .stdin(Stdio::inherit())
         .stdout(Stdio::inherit())
         .stderr(Stdio::inherit());
-    // SAFETY: the closure runs in the forked child before exec and only makes async-signal-safe
-    // system calls (fcntl, prctl, getppid, _exit).
-    unsafe {
-        cmd.pre_exec(move || {
-            // The pipe was made close-on-exec so that no other child inherits it; this one must.
-            if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
-                return Err(io::Error::last_os_error());
-            }
-            // If the client dies without cleaning up (SIGKILL), the agent must not linger
-            // holding the terminal.
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong);
-            if libc::getppid() as u32 != parent {
-                libc::_exit(0);
-            }
-            Ok(())
-        });
-    }
+    // If the client dies without cleaning up (SIGKILL), the agent must not linger holding
+    // the terminal.
+    crate::sys::keep_fd_and_die_with_parent(&mut cmd, fd, parent);
     cmd.spawn()
 }
 

@@ -18,6 +18,7 @@ mod progress;
 mod project;
 mod relay;
 mod stages;
+mod sys;
 mod terminal;
 mod variant;
 

@@ -4,7 +4,7 @@
 //! (caught by the shell command, which then returns through the guard's `Drop`).
 
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::{Mutex, Once};
 
 use rustix::fs::OFlags;
@@ -12,7 +12,9 @@ use rustix::termios::{self, OptionalActions, Termios};
 
 /// What to put back, kept where the panic hook can find it.
 struct Saved {
-    fd: RawFd,
+    /// A duplicate of the terminal's descriptor: it shares the open file description (so the
+    /// status flags put back are the user's), and stays valid even if the caller's closes.
+    fd: OwnedFd,
     termios: Termios,
     flags: OFlags,
 }
@@ -29,8 +31,7 @@ pub struct RawMode {
 impl RawMode {
     /// Puts the terminal on `fd` in raw mode: no echo, no line editing, no signals from
     /// Ctrl-C or Ctrl-Z (they reach the container as bytes), no output processing (the
-    /// container's terminal does its own). `fd` must stay open until the guard is dropped; the
-    /// client's own stdin does.
+    /// container's terminal does its own).
     pub fn enter(fd: BorrowedFd<'_>) -> io::Result<RawMode> {
         let termios = termios::tcgetattr(fd)?;
         // The daemon reads and writes the terminal through descriptors of its own, but a
@@ -39,9 +40,10 @@ impl RawMode {
         let flags = rustix::fs::fcntl_getfl(fd)?;
         let mut raw = termios.clone();
         raw.make_raw();
+        let saved_fd = fd.try_clone_to_owned()?;
         install_panic_hook();
         *lock() = Some(Saved {
-            fd: fd.as_raw_fd(),
+            fd: saved_fd,
             termios,
             flags,
         });
@@ -75,9 +77,7 @@ pub fn restore() {
         Err(std::sync::TryLockError::WouldBlock) => None,
     };
     if let Some(s) = saved {
-        // SAFETY: `enter` requires the descriptor to stay open while the guard lives, and
-        // `restore` runs at the latest when the guard is dropped.
-        let fd = unsafe { BorrowedFd::borrow_raw(s.fd) };
+        let fd = s.fd.as_fd();
         // TCSADRAIN: the container's last output is written in the mode it was meant for.
         let _ = termios::tcsetattr(fd, OptionalActions::Drain, &s.termios);
         let _ = rustix::fs::fcntl_setfl(fd, s.flags);
@@ -102,36 +102,18 @@ pub fn size(fd: BorrowedFd<'_>) -> Option<(u16, u16)> {
     (ws.ws_row > 0 && ws.ws_col > 0).then_some((ws.ws_row, ws.ws_col))
 }
 
+// The pseudo-terminal helper the client's integration tests use, shared rather than copied.
+#[cfg(test)]
+#[path = "../tests/support/pty.rs"]
+mod test_pty;
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 
     use rustix::termios::LocalModes;
 
-    /// A fresh pseudo-terminal pair (master, slave) of 30 rows and 100 columns.
-    fn pty() -> (OwnedFd, OwnedFd) {
-        let (mut master, mut slave) = (-1, -1);
-        let ws = libc::winsize {
-            ws_row: 30,
-            ws_col: 100,
-            ws_xpixel: 0,
-            ws_ypixel: 0,
-        };
-        // SAFETY: openpty writes two descriptors we then own; the name pointer may be null.
-        let rc = unsafe {
-            libc::openpty(
-                &mut master,
-                &mut slave,
-                std::ptr::null_mut(),
-                std::ptr::null(),
-                &ws,
-            )
-        };
-        assert_eq!(rc, 0, "openpty: {}", io::Error::last_os_error());
-        // SAFETY: just returned by openpty, owned by nobody else.
-        unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) }
-    }
+    use super::test_pty::pty;
 
     fn canonical(fd: BorrowedFd<'_>) -> bool {
         termios::tcgetattr(fd)
@@ -164,10 +146,8 @@ mod tests {
             .unwrap()
             .contains(OFlags::NONBLOCK));
 
-        let raw = slave.as_raw_fd();
         let result = std::panic::catch_unwind(|| {
-            // SAFETY: `slave` outlives this closure.
-            let fd = unsafe { BorrowedFd::borrow_raw(raw) };
+            let fd = slave.as_fd();
             let _guard = RawMode::enter(fd).unwrap();
             assert!(!canonical(fd));
             panic!("deliberate");

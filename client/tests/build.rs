@@ -376,9 +376,12 @@ async fn a_stage_that_cannot_be_packed_cancels_the_build_and_is_named() {
     let dir = bus.scratch("fifo");
     write_stages(&dir.join("stages"), STAGES);
     let fifo = dir.join("stages/hello/files/pipe");
-    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
-    // SAFETY: a valid NUL-terminated path.
-    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    rustix::fs::mkfifoat(
+        rustix::fs::CWD,
+        &fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+    )
+    .unwrap();
     let mut cmd = bus.client(&[
         "build",
         "--stages-dir",

@@ -152,8 +152,11 @@ async fn interrupt(bus: &PrivateBus, times: usize) -> Output {
             }
         }
         for _ in 0..times {
-            // SAFETY: signalling our own child.
-            unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+            rustix::process::kill_process(
+                rustix::process::Pid::from_child(&child),
+                rustix::process::Signal::INT,
+            )
+            .unwrap();
             std::thread::sleep(Duration::from_millis(200));
         }
         let mut rest = String::new();

@@ -6,12 +6,14 @@ mod support;
 
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use rustix::process::{kill_process, Pid, Signal};
 use rustix::termios::{tcgetattr, LocalModes};
 use serde_json::Value;
+use support::pty::pty;
 use support::{serve, PrivateBus, Script, Stand, IMAGE, SHELL_EXIT};
 use zbus::Variant;
 
@@ -54,9 +56,8 @@ async fn wait(child: Child) -> Output {
         .unwrap()
 }
 
-fn signal(child: &Child, sig: i32) {
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(child.id() as i32, sig) };
+fn signal(child: &Child, sig: Signal) {
+    kill_process(Pid::from_child(child), sig).unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -130,7 +131,7 @@ async fn ctrl_c_without_a_terminal_cancels_the_job() {
         .spawn()
         .unwrap();
     wait_for_call(&stand, "streams").await;
-    signal(&child, libc::SIGINT);
+    signal(&child, Signal::INT);
     let out = wait(child).await;
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(130), "{stderr}");
@@ -140,30 +141,6 @@ async fn ctrl_c_without_a_terminal_cancels_the_job() {
         "the held log is shown once the job did not succeed: {stderr}"
     );
     assert!(calls(&stand).contains(&"Cancel interactive".to_owned()));
-}
-
-/// A pseudo-terminal of 30 rows and 100 columns: (master, slave).
-fn pty() -> (OwnedFd, OwnedFd) {
-    let (mut master, mut slave) = (-1, -1);
-    let ws = libc::winsize {
-        ws_row: 30,
-        ws_col: 100,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    // SAFETY: openpty writes two descriptors we then own; the name pointer may be null.
-    let rc = unsafe {
-        libc::openpty(
-            &mut master,
-            &mut slave,
-            std::ptr::null_mut(),
-            std::ptr::null(),
-            &ws,
-        )
-    };
-    assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
-    // SAFETY: just returned by openpty, owned by nobody else.
-    unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) }
 }
 
 /// The client on the slave side of a new terminal, as an interactive user runs it.
@@ -266,7 +243,7 @@ async fn a_signal_cancels_the_shell_and_restores_the_terminal() {
     let child = on_terminal(&bus, &["--no-ask-password", "shell", IMAGE], &slave);
     wait_for_call(&stand, "terminal raw").await;
     assert!(!modes(&slave).contains(LocalModes::ICANON));
-    signal(&child, libc::SIGTERM);
+    signal(&child, Signal::TERM);
     let out = wait(child).await;
     assert_eq!(out.status.code(), Some(130));
     assert_eq!(modes(&slave), before, "the terminal is as it was");

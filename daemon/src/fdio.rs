@@ -216,9 +216,7 @@ impl CheckedFd {
 }
 
 fn register(fd: OwnedFd, what: &'static str) -> Result<AsyncFd<OwnedFd>, FdError> {
-    // SAFETY: `fd` is an OwnedFd of our own, moved into the AsyncFd, so it stays open and
-    // refers to the same open file description for as long as it is registered.
-    unsafe { AsyncFd::register(fd) }.map_err(|e| FdError::Io {
+    crate::sys::async_fd(fd).map_err(|e| FdError::Io {
         what,
         detail: e.to_string(),
     })

@@ -16,6 +16,7 @@ mod jobs;
 mod logging;
 mod results;
 mod shell;
+mod sys;
 mod tools;
 mod workdir;
 

@@ -257,22 +257,8 @@ async fn probe_all(
 }
 
 fn rustix_pipe() -> Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd), DBusError> {
-    let mut fds = [0; 2];
-    // SAFETY: pipe2 fills both descriptors on success; we take ownership right away.
-    let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) };
-    if rc != 0 {
-        return Err(DBusError::Failed(
-            std::io::Error::last_os_error().to_string(),
-        ));
-    }
-    use std::os::fd::FromRawFd;
-    // SAFETY: both fds were just created by pipe2 and are owned by nobody else.
-    Ok(unsafe {
-        (
-            std::os::fd::OwnedFd::from_raw_fd(fds[0]),
-            std::os::fd::OwnedFd::from_raw_fd(fds[1]),
-        )
-    })
+    rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+        .map_err(|e| DBusError::Failed(std::io::Error::from(e).to_string()))
 }
 
 #[tokio::main(flavor = "current_thread")]

@@ -86,7 +86,7 @@ fn input(spec: &str) -> Result<Input, DBusError> {
         "opath" => plain(
             std::fs::OpenOptions::new()
                 .read(true)
-                .custom_flags(libc::O_PATH)
+                .custom_flags(rustix::fs::OFlags::PATH.bits() as i32)
                 .open(path)
                 .map_err(failed)?
                 .into(),

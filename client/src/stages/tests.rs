@@ -477,12 +477,19 @@ fn refuses_symlinks_leaving_the_stage() {
     }
 }
 
+fn mkfifo(path: &std::path::Path) {
+    rustix::fs::mkfifoat(
+        rustix::fs::CWD,
+        path,
+        rustix::fs::Mode::from_raw_mode(0o644),
+    )
+    .unwrap();
+}
+
 #[test]
 fn refuses_fifos_and_sockets() {
     let (result, out, user) = pack_with(|os| {
-        let fifo = std::ffi::CString::new(os.join("fifo").as_os_str().as_encoded_bytes()).unwrap();
-        // SAFETY: a valid NUL-terminated path.
-        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+        mkfifo(&os.join("fifo"));
     });
     let err = result.unwrap_err();
     assert!(
@@ -507,9 +514,7 @@ fn refuses_a_fifo_as_part() {
     make_stage(user.path(), "__init__", "");
     let os = user.path().join("os");
     fs::create_dir(&os).unwrap();
-    let part = std::ffi::CString::new(os.join(PART_FILE).as_os_str().as_encoded_bytes()).unwrap();
-    // SAFETY: a valid NUL-terminated path.
-    assert_eq!(unsafe { libc::mkfifo(part.as_ptr(), 0o644) }, 0);
+    mkfifo(&os.join(PART_FILE));
     let err = resolve(
         &names(&["__init__", "os"]),
         &[user.path().to_owned()],
@@ -539,8 +544,7 @@ fn refuses_a_fifo_as_part() {
 fn refuses_unreadable_files() {
     // Root reads everything, so the real check needs another user; the read-error path is
     // covered below with a failing reader either way.
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !rustix::process::geteuid().is_root() {
         let (result, out, user) = pack_with(|os| {
             fs::write(os.join("secret"), "x").unwrap();
             fs::set_permissions(os.join("secret"), fs::Permissions::from_mode(0o000)).unwrap();
