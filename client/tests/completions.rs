@@ -32,29 +32,14 @@ fn run(program: &str, args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-/// What bash offers for `line` (completing its last word, or a new one after a trailing
-/// space), through the function the script registered with `complete -F`, as readline would
-/// call it.
+/// What bash offers for `line`, through `complete.bash` beside this file.
 fn bash_complete(script: &Path, line: &str) -> Vec<String> {
-    const DRIVER: &str = r#"
-        source "$1" || exit 1
-        line=$2
-        read -ra COMP_WORDS <<<"$line"
-        [[ $line == *' ' ]] && COMP_WORDS+=("")
-        COMP_CWORD=$((${#COMP_WORDS[@]} - 1))
-        COMP_LINE=$line
-        COMP_POINT=${#line}
-        spec=$(complete -p pib-client) || exit 1
-        fn=${spec#*-F }
-        fn=${fn%% *}
-        "$fn" pib-client "${COMP_WORDS[COMP_CWORD]}" "${COMP_WORDS[COMP_CWORD - 1]}"
-        printf '%s\n' "${COMPREPLY[@]}"
-    "#;
-    let path = script.to_str().unwrap();
-    run("bash", &["--norc", "-c", DRIVER, "bash", path, line])
+    let driver = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/complete.bash");
+    let (driver, script) = (driver.to_str().unwrap(), script.to_str().unwrap());
+    run("bash", &["--norc", driver, script, line])
         .lines()
-        .map(str::to_owned)
         .filter(|l| !l.is_empty())
+        .map(str::to_owned)
         .collect()
 }
 
