@@ -3,6 +3,7 @@
 //! - the packaged activation file starts the packaged /usr/libexec/pib-daemon, which answers
 //!   `pib-client status` run from /usr/bin;
 //! - man finds every page and the shells find the completions where the package put them;
+//! - lintian finds no error or warning in the archives;
 //! - a purge stops the daemon and leaves none of the packages' files or the daemon's
 //!   directories behind.
 //!
@@ -156,6 +157,12 @@ fn contents(deb: &Path) -> BTreeSet<String> {
 
 /// What the archives declare and hold, before anything is installed.
 fn check_archives(client: &Path, daemon: &Path) {
+    // Debian's policy checker, warnings included; what does not apply is overridden, with the
+    // reason, in packaging/deb/*.lintian-overrides.
+    run(Command::new("lintian")
+        .args(["--no-cfg", "--fail-on", "error,warning"])
+        .arg(client)
+        .arg(daemon));
     let depends = field(daemon, "Depends");
     for dep in [
         "dbus",
