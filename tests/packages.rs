@@ -75,15 +75,23 @@ fn packaged_daemons() -> Vec<u32> {
         .collect()
 }
 
+/// Whether `pid` still runs: a zombie has ended (where PID 1 does not reap, as in the
+/// containers this runs in, the bus-activated daemon's zombie stays).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        // The state follows the command name, which is in parentheses and may hold spaces.
+        stat.rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
+    })
+}
+
 /// Stops whichever daemon owns the bus name now (idle: the test runs under the system lock),
 /// so the next call activates from the activation file that is installed then.
 async fn stop_running_daemon() {
     let conn = system_bus().await;
     if let Some(pid) = daemon_pid(&conn).await {
         run(Command::new("kill").arg(pid.to_string()));
-        let gone = eventually(Duration::from_secs(20), || {
-            !Path::new(&format!("/proc/{pid}")).exists()
-        });
+        let gone = eventually(Duration::from_secs(20), || !alive(pid));
         assert!(gone, "pib-daemon {pid} did not stop");
     }
 }
@@ -365,7 +373,30 @@ async fn packages_install_serve_and_purge_cleanly() {
     assert!(files.len() > 50, "{files:?}");
 
     check_installed(&user).await;
-    assert!(!packaged_daemons().is_empty(), "the packaged daemon runs");
+    let running = packaged_daemons();
+    assert_eq!(running.len(), 1, "the packaged daemon runs: {running:?}");
+
+    // An upgrade (here: the same version again) stops the running daemon, so the next call
+    // starts the binary just unpacked rather than the old one serving on.
+    apt_get(&[
+        "install",
+        "-y",
+        "-q",
+        "--reinstall",
+        daemon.to_str().unwrap(),
+    ]);
+    assert!(
+        !alive(running[0]),
+        "prerm upgrade stopped pib-daemon {}",
+        running[0]
+    );
+    let out = user
+        .command("/usr/bin/pib-client")
+        .args(["--json", "status"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "after the upgrade: {}", text(&out));
+    assert_eq!(packaged_daemons().len(), 1, "a new daemon answered");
 
     apt_get(&["purge", "-y", "-q", CLIENT, DAEMON]);
     assert!(!installed(CLIENT) && !installed(DAEMON));
