@@ -9,7 +9,7 @@ CARGO ?= cargo
 # Optional overrides scripts/install reads from the environment (empty means its default).
 export UNITDIR DBUS_POLICYDIR POLKIT_ACTIONDIR
 
-.PHONY: build dev-up test demo bench install lint fuzz
+.PHONY: build dev-up test demo bench install deb lint fuzz
 
 build:
 	$(CARGO) build --workspace
@@ -49,6 +49,12 @@ bench: dev-up
 # Installs target/release by default; BIN_DIR=target/debug tries it without a release build.
 install:
 	PREFIX='$(PREFIX)' DESTDIR='$(DESTDIR)' BIN_DIR='$(BIN_DIR)' scripts/install
+
+# Debian packages pi-builder (client) and pi-builder-daemon in target/debian (OUT_DIR), from
+# a release build; see scripts/deb. `make install` stays for other distributions.
+deb:
+	$(CARGO) build --release -p pib-client -p pib-daemon
+	BIN_DIR='$(BIN_DIR)' scripts/deb
 
 lint:
 	$(CARGO) fmt --all --check

@@ -12,6 +12,7 @@ mod humanize;
 mod job;
 mod joblog;
 mod layout;
+mod manpages;
 mod outfile;
 mod output;
 mod progress;
@@ -26,15 +27,31 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::error::ErrorKind;
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 use serde_json::json;
 
 use crate::errors::{exit, names};
 
 fn main() -> ExitCode {
-    let cli = match cli::Cli::try_parse() {
-        Ok(cli) => cli,
+    let mut matches = match manpages::parser().try_get_matches() {
+        Ok(m) => m,
         Err(e) => return usage_error(e),
+    };
+    if let Some(dir) = manpages::requested(&matches) {
+        return match manpages::write_all(dir) {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!(
+                    "pib-client: cannot write manual pages into {}: {e}",
+                    dir.display()
+                );
+                ExitCode::from(exit::FAILURE)
+            }
+        };
+    }
+    let cli = match cli::Cli::from_arg_matches_mut(&mut matches) {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e.format(&mut cli::Cli::command())),
     };
     match run(cli) {
         Ok(code) => ExitCode::from(code),

@@ -14,6 +14,7 @@ mod idle;
 mod image;
 mod jobs;
 mod logging;
+mod manpage;
 mod results;
 mod shell;
 mod sys;
@@ -22,7 +23,8 @@ mod workdir;
 
 use std::path::PathBuf;
 
-use clap::Parser;
+use anyhow::Context;
+use clap::{CommandFactory, Parser};
 
 /// pi-builder's system service. Normally started by D-Bus activation, not by hand.
 #[derive(Parser)]
@@ -35,10 +37,18 @@ struct Args {
     /// launches the daemon with no journal and stderr discarded).
     #[arg(long)]
     log_file: Option<PathBuf>,
+    /// Write the manual page pib-daemon.8 into DIR and exit (for packaging).
+    #[arg(long, hide = true, value_name = "DIR")]
+    manpage_dir: Option<PathBuf>,
 }
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(dir) = &args.manpage_dir {
+        manpage::write(Args::command(), dir)
+            .with_context(|| format!("cannot write the manual page into {}", dir.display()))?;
+        return Ok(());
+    }
     logging::init(args.log_file.as_deref())?;
     let config = match config::Config::load(&args.config) {
         Ok(c) => c,
