@@ -15,6 +15,7 @@ mod image;
 mod jobs;
 mod logging;
 mod results;
+mod scan;
 mod shell;
 mod tools;
 mod workdir;
