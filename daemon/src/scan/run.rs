@@ -79,10 +79,17 @@ pub async fn run(ctx: &Daemon, request: ScanRequest, job: JobHandle) -> Result<O
         let found = match outcome {
             Ok(found) => found,
             Err(e) => {
-                let reason = format!("cannot sweep it: {e}");
+                let reason = match e.kind() {
+                    // The unit grants CAP_NET_RAW; a daemon started otherwise may lack it.
+                    std::io::ErrorKind::PermissionDenied => format!(
+                        "cannot sweep it: {e} (raw ARP needs CAP_NET_RAW and AF_PACKET in \
+                         the daemon's sandbox)"
+                    ),
+                    _ => format!("cannot sweep it: {e}"),
+                };
                 job.log(format!("{}: {reason}", iface.name));
                 skipped.push(skip_record(&iface.name, "", &reason));
-                failures.push(format!("{}: {e}", iface.name));
+                failures.push(format!("{}: {reason}", iface.name));
                 continue;
             }
         };
