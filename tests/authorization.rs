@@ -161,7 +161,7 @@ async fn every_build_api_method_is_denied_without_a_grant() {
         }),
         "not every method was denied: {outcome}"
     );
-    assert_eq!(outcome["ok"].as_object().unwrap().len(), 13, "{outcome}");
+    assert_eq!(outcome["ok"].as_object().unwrap().len(), 14, "{outcome}");
     drop(card);
     let _ = std::fs::remove_dir_all(&dir);
 }

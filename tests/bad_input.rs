@@ -141,6 +141,7 @@ async fn every_build_api_method_refuses_bad_arguments_by_name() {
         "Flash",
         "FormatDevice",
         "Install",
+        "Scan",
     ] {
         assert_eq!(calls[method], INVALID_ARGS, "{method}: {out}");
     }

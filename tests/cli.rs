@@ -72,9 +72,13 @@ fn unknown_jobs_and_bad_arguments_are_clear_errors() {
     let out = client_as_root(&["binfmt", "register", "--arch", "sparc"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
 
-    let out = client_as_root(&["scan"]);
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not implemented yet"));
+    let out = client_as_root(&["scan", "--interface", "pibnosuch0"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("pibnosuch0"),
+        "{}",
+        text(&out)
+    );
 
     // A card command without its device is a usage error, before anything is opened.
     let out = client_as_root(&["flash", "/nonexistent.img"]);

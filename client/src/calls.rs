@@ -187,3 +187,11 @@ pub static INSTALL: Attempt = Attempt {
     may_prompt: true,
     on_job: false,
 };
+
+pub static SCAN: Attempt = Attempt {
+    method: "Scan",
+    doing: "scan the network for Raspberry Pis",
+    action: actions::SCAN,
+    may_prompt: true,
+    on_job: false,
+};

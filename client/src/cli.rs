@@ -84,20 +84,30 @@ pub enum Command {
     },
     /// Remove your built images and dangling build layers
     Clean(CleanArgs),
-    /// Find Raspberry Pi devices on the local network [not implemented yet]
-    Scan(Planned),
+    /// Find Raspberry Pi boards on the local networks, by their MAC address prefixes
+    #[command(after_long_help = SCAN_HELP)]
+    Scan(ScanArgs),
 }
 
-/// The arguments of a command that exists only as a promise: anything is taken, so that scripts
-/// written against the future syntax fail with "not implemented" rather than a usage error.
+const SCAN_HELP: &str = "\
+The service sends an ARP request to every address of the IPv4 subnets of each network
+interface that is up (or of those named with --interface) and lists the hosts whose MAC
+address belongs to Raspberry Pi. Subnets larger than the service's bound (1024 addresses per
+interface by default, a /22) are skipped and said so; the sweep stops after --timeout
+seconds. With --json the last line is the job's result: result.hosts holds ip, mac,
+interface and hostname of each board.";
+
 #[derive(Debug, Args)]
-pub struct Planned {
-    #[arg(
-        trailing_var_arg = true,
-        allow_hyphen_values = true,
-        value_name = "ARGS"
-    )]
-    pub args: Vec<String>,
+pub struct ScanArgs {
+    /// Only this network interface; repeatable [default: every interface that is up]
+    #[arg(short = 'i', long = "interface", value_name = "IFACE")]
+    pub interfaces: Vec<String>,
+    /// Stop the sweep after this many seconds, 1 to 60 [default: 8]
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u32).range(1..=60))]
+    pub timeout: Option<u32>,
+    /// Do not look the boards' host names up
+    #[arg(long)]
+    pub no_names: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -482,31 +492,6 @@ pub struct CleanArgs {
     pub bases: bool,
 }
 
-impl Command {
-    /// The name of a command that is not implemented yet, `None` for the working ones.
-    pub fn planned_name(&self) -> Option<&'static str> {
-        Some(match self {
-            Command::Scan(_) => "scan",
-            Command::Image(_)
-            | Command::Flash(_)
-            | Command::Format(_)
-            | Command::Install(_)
-            | Command::Devices(_)
-            | Command::Base(_)
-            | Command::Build(_)
-            | Command::Shell(_)
-            | Command::Images
-            | Command::Rm { .. }
-            | Command::Clean(_)
-            | Command::Status
-            | Command::Binfmt(_)
-            | Command::Jobs
-            | Command::Cancel { .. }
-            | Command::Completions { .. } => return None,
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -516,8 +501,7 @@ mod tests {
         Cli::try_parse_from(std::iter::once("pib-client").chain(args.iter().copied()))
     }
 
-    const PLANNED: &[&str] = &["scan"];
-    const WORKING: &[&str] = &[
+    const COMMANDS: &[&str] = &[
         "image",
         "flash",
         "format",
@@ -534,6 +518,7 @@ mod tests {
         "images",
         "rm",
         "clean",
+        "scan",
     ];
 
     #[test]
@@ -545,7 +530,7 @@ mod tests {
     fn every_subcommand_exists() {
         let cmd = Cli::command();
         let names: Vec<&str> = cmd.get_subcommands().map(|c| c.get_name()).collect();
-        for name in WORKING.iter().chain(PLANNED) {
+        for name in COMMANDS {
             assert!(names.contains(name), "missing subcommand {name}");
         }
         for sub in cmd.get_subcommands() {
@@ -569,14 +554,34 @@ mod tests {
     }
 
     #[test]
-    fn planned_commands_take_anything_and_know_their_name() {
-        for name in PLANNED {
-            let cli = parse(&[name, "--device", "/dev/sdz", "-x", "more"]).unwrap();
-            assert_eq!(cli.command.planned_name(), Some(*name));
-            let cli = parse(&[name]).unwrap();
-            assert_eq!(cli.command.planned_name(), Some(*name));
+    fn scan_takes_interfaces_and_a_bounded_timeout() {
+        let cli = parse(&[
+            "scan",
+            "-i",
+            "eth0",
+            "--interface",
+            "wlan0",
+            "--timeout",
+            "3",
+        ])
+        .unwrap();
+        let Command::Scan(a) = cli.command else {
+            panic!()
+        };
+        assert_eq!(a.interfaces, ["eth0", "wlan0"]);
+        assert_eq!(a.timeout, Some(3));
+        assert!(!a.no_names);
+        let Command::Scan(a) = parse(&["scan", "--no-names"]).unwrap().command else {
+            panic!()
+        };
+        assert!(a.interfaces.is_empty() && a.timeout.is_none() && a.no_names);
+        for bad in ["0", "61", "x", "-1"] {
+            assert!(parse(&["scan", "--timeout", bad]).is_err(), "{bad}");
         }
-        assert_eq!(parse(&["status"]).unwrap().command.planned_name(), None);
+        assert!(
+            parse(&["scan", "eth0"]).is_err(),
+            "interfaces are named with -i"
+        );
     }
 
     #[test]
@@ -638,10 +643,7 @@ mod tests {
         let cli = parse(&["jobs", "--json"]).unwrap();
         assert!(cli.json);
         let cli = parse(&["scan", "--json"]).unwrap();
-        assert!(
-            cli.json,
-            "a known global flag right after a planned command is still a flag"
-        );
+        assert!(cli.json);
     }
 
     #[test]

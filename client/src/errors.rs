@@ -17,7 +17,7 @@ use crate::stages::StageError;
 pub mod exit {
     pub const SUCCESS: u8 = 0;
     pub const FAILURE: u8 = 1;
-    /// Bad command line, refused arguments, or a command that is not implemented yet.
+    /// Bad command line or refused arguments.
     pub const USAGE: u8 = 2;
     pub const NOT_AUTHORIZED: u8 = 3;
     /// As a shell reports a process killed by SIGINT.
@@ -27,7 +27,6 @@ pub mod exit {
 /// Names for errors that happen in the client itself, so that `--json` always gives one.
 pub mod names {
     pub const USAGE: &str = "org.pibuilder.Client.Error.Usage";
-    pub const NOT_IMPLEMENTED: &str = "org.pibuilder.Client.Error.NotImplemented";
     pub const INTERRUPTED: &str = "org.pibuilder.Client.Error.Interrupted";
     pub const DAEMON_VANISHED: &str = "org.pibuilder.Client.Error.DaemonVanished";
     pub const IO: &str = "org.pibuilder.Client.Error.IOError";
@@ -63,8 +62,6 @@ pub enum ClientError {
     /// A second Ctrl-C while following, or one before the daemon said which job it started.
     #[error("interrupted")]
     Interrupted { path: Option<String> },
-    #[error("`{0}` is not implemented yet")]
-    NotImplemented(&'static str),
     /// The command line asks for something the client will not do as given.
     #[error("{0}")]
     Usage(String),
@@ -217,11 +214,6 @@ pub fn explain(err: &ClientError, asked: bool) -> Explanation {
              `pib-client jobs` shows it and `pib-client cancel` stops it."
                 .to_owned(),
             exit::CANCELLED,
-        ),
-        ClientError::NotImplemented(name) => Explanation::new(
-            names::NOT_IMPLEMENTED,
-            format!("`{name}` is not implemented yet"),
-            exit::USAGE,
         ),
         ClientError::Usage(text) => Explanation::new(names::USAGE, format!("{text}."), exit::USAGE),
         ClientError::Io { context, source } => {
@@ -757,9 +749,6 @@ mod tests {
 
     #[test]
     fn local_errors() {
-        let ex = explain(&ClientError::NotImplemented("flash"), false);
-        assert_eq!(ex.text, "`flash` is not implemented yet");
-        assert_eq!(ex.exit, exit::USAGE);
         let ex = explain(
             &ClientError::DaemonVanished {
                 path: "/org/pibuilder/PiBuilder1/jobs/9".into(),

@@ -52,6 +52,24 @@ pub struct Config {
     pub build: BuildConfig,
     pub base: BaseSection,
     pub devices: DevicesSection,
+    pub scan: ScanSection,
+}
+
+/// Bounds of the LAN scan.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ScanSection {
+    /// At most this many addresses are swept per interface; a subnet that does not fit what is
+    /// left is skipped and reported. 1024 is a /22.
+    pub max_addresses: u32,
+}
+
+impl Default for ScanSection {
+    fn default() -> Self {
+        ScanSection {
+            max_addresses: 1024,
+        }
+    }
 }
 
 /// Which block devices may be written.
@@ -135,6 +153,7 @@ impl Default for Config {
             build: BuildConfig::default(),
             base: BaseSection::default(),
             devices: DevicesSection::default(),
+            scan: ScanSection::default(),
         }
     }
 }

@@ -16,6 +16,7 @@ mod jobs;
 mod logging;
 mod manpage;
 mod results;
+mod scan;
 mod shell;
 mod sys;
 mod tools;

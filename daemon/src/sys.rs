@@ -21,3 +21,43 @@ pub fn async_fd(fd: OwnedFd) -> std::io::Result<AsyncFd<OwnedFd>> {
     // the same number.
     unsafe { AsyncFd::register(fd) }.map_err(std::io::Error::from)
 }
+
+// The LAN scan binds its packet sockets to one interface with a link-layer address
+// (`sockaddr_ll`), which rustix has no type for.
+
+/// `struct sockaddr_ll` naming an interface and an EtherType.
+pub struct LinkAddr(libc::sockaddr_ll);
+
+impl LinkAddr {
+    /// Frames of `ethertype` on the interface with index `ifindex`.
+    pub fn new(ifindex: u32, ethertype: u16) -> LinkAddr {
+        LinkAddr(libc::sockaddr_ll {
+            sll_family: libc::AF_PACKET as u16,
+            sll_protocol: ethertype.to_be(),
+            sll_ifindex: ifindex as i32,
+            sll_hatype: 0,
+            sll_pkttype: 0,
+            sll_halen: 0,
+            sll_addr: [0; 8],
+        })
+    }
+}
+
+// SAFETY: the pointer handed to `f` is to a fully initialized `sockaddr_ll` that `self` owns
+// and that outlives the call, and the length passed is exactly that struct's size, which is
+// what the kernel expects for AF_PACKET addresses.
+unsafe impl rustix::net::addr::SocketAddrArg for LinkAddr {
+    // SAFETY: the trait's method is unsafe to call, not to implement; see above.
+    unsafe fn with_sockaddr<R>(
+        &self,
+        f: impl FnOnce(
+            *const rustix::net::addr::SocketAddrOpaque,
+            rustix::net::addr::SocketAddrLen,
+        ) -> R,
+    ) -> R {
+        f(
+            (&self.0 as *const libc::sockaddr_ll).cast(),
+            std::mem::size_of::<libc::sockaddr_ll>() as rustix::net::addr::SocketAddrLen,
+        )
+    }
+}

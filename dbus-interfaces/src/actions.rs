@@ -10,11 +10,21 @@ pub const FLASH: &str = "org.pibuilder.flash";
 pub const FLASH_SYSTEM_DEVICE: &str = "org.pibuilder.flash-system-device";
 /// Register or remove binfmt_misc entries (a system-wide kernel setting).
 pub const BINFMT: &str = "org.pibuilder.binfmt";
+/// Find Raspberry Pi boards on the local networks (an ARP sweep by the daemon).
+pub const SCAN: &str = "org.pibuilder.scan";
 /// See and control other users' jobs and images.
 pub const MANAGE: &str = "org.pibuilder.manage";
 
 /// Every action the policy file must declare.
-pub const ALL: &[&str] = &[INSPECT, BUILD, FLASH, FLASH_SYSTEM_DEVICE, BINFMT, MANAGE];
+pub const ALL: &[&str] = &[
+    INSPECT,
+    BUILD,
+    FLASH,
+    FLASH_SYSTEM_DEVICE,
+    BINFMT,
+    SCAN,
+    MANAGE,
+];
 
 /// The XML annotation naming a method's required action.
 pub const ANNOTATION: &str = "org.pibuilder.PiBuilder1.Action";

@@ -106,6 +106,9 @@ pub trait Manager {
         options: HashMap<&str, Variant<'_>>,
     ) -> Result<Vec<OwnedObjectPath>, DBusError>;
 
+    /// Looks for Raspberry Pi boards on the local networks; returns the job.
+    fn scan(&self, options: HashMap<&str, Variant<'_>>) -> Result<OwnedObjectPath, DBusError>;
+
     /// Makes a bootable disk image of a built image into `output`; returns the job.
     fn make_disk_image(
         &self,

@@ -61,6 +61,12 @@ pub mod options {
     pub const VERIFY: &str = "verify";
     /// `b`: power the card off afterwards.
     pub const EJECT: &str = "eject";
+    /// `as`: Scan only these network interfaces.
+    pub const INTERFACES: &str = "interfaces";
+    /// `u`: Scan's bound on the sweep, in seconds.
+    pub const TIMEOUT: &str = "timeout";
+    /// `b`: Scan looks the hosts' names up (default true).
+    pub const RESOLVE: &str = "resolve";
 }
 
 /// Keys of a job's `Result` dictionary.
@@ -99,6 +105,32 @@ pub mod result {
     pub const WRITTEN: &str = "written";
     /// `b`: whether the card was read back and matched.
     pub const VERIFIED: &str = "verified";
+    /// `aa{sv}`: the boards a scan found (keys in [`super::scan`]).
+    pub const HOSTS: &str = "hosts";
+    /// `aa{sv}`: the subnets a scan swept.
+    pub const SWEPT: &str = "swept";
+    /// `aa{sv}`: the subnets a scan left out, with why.
+    pub const SKIPPED: &str = "skipped";
+}
+
+/// Keys of the entries of a scan's `hosts`, `swept` and `skipped` results.
+pub mod scan {
+    /// `s`: an IPv4 address.
+    pub const IP: &str = "ip";
+    /// `s`: a MAC address, lower case with colons.
+    pub const MAC: &str = "mac";
+    /// `s`: the network interface it was seen on.
+    pub const INTERFACE: &str = "interface";
+    /// `s`: the name the system resolver gives the address, empty when none.
+    pub const HOSTNAME: &str = "hostname";
+    /// `s`: a subnet in CIDR notation.
+    pub const SUBNET: &str = "subnet";
+    /// `u`: the addresses of a swept subnet.
+    pub const ADDRESSES: &str = "addresses";
+    /// `u`: how many of them were asked before the time bound.
+    pub const ASKED: &str = "asked";
+    /// `s`: why a subnet was left out.
+    pub const REASON: &str = "reason";
 }
 
 /// Keys of the dictionaries returned by ListDevices.
@@ -235,6 +267,7 @@ word_enum!(
         DiskImage => "disk-image",
         Flash => "flash",
         Format => "format",
+        Scan => "scan",
     }
 );
 

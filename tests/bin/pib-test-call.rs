@@ -124,7 +124,7 @@ async fn run(args: &[String]) -> Result<Value, DBusError> {
     }
 }
 
-/// Calls every method of the build and card API once, with valid arguments (or, with `bad`,
+/// Calls every method of the build, card and scan API once, with valid arguments (or, with `bad`,
 /// with one malformed argument each), and reports each call's error name ("" for success).
 /// The card methods are called only when a card (a device the rules accept) is given.
 async fn probe_all(
@@ -226,6 +226,16 @@ async fn probe_all(
     out.insert(
         "ListDevices".into(),
         json!(name_of(m.list_devices(listing).await.map(|_| ()))),
+    );
+    // A scan of loopback only: valid, and when granted it sends nothing anywhere.
+    let scan = if bad {
+        HashMap::from([("interfaces", Variant::from(vec!["../etc"]))])
+    } else {
+        HashMap::from([("interfaces", Variant::from(vec!["lo"]))])
+    };
+    out.insert(
+        "Scan".into(),
+        json!(name_of(m.scan(scan).await.map(|_| ()))),
     );
     if let Some(card) = card {
         let device = if bad { "relative/path" } else { card };

@@ -11,6 +11,7 @@ pub mod cards;
 pub mod daemon;
 pub mod elf;
 pub mod http;
+pub mod netlab;
 
 pub use cards::LoopCard;
 pub use daemon::{restart_daemon, DaemonConfig};

@@ -12,6 +12,7 @@ mod flash;
 mod image;
 mod images;
 mod jobs;
+mod scan;
 mod shell;
 mod status;
 
@@ -30,10 +31,6 @@ pub async fn run(cli: Cli) -> u8 {
         Ok(code) => code,
         Err(err) => {
             let ex = explain(&err, ui.interactive_auth());
-            // The message for an unfinished command is promised on stderr, --json or not.
-            if ui.json && matches!(err, ClientError::NotImplemented(_)) {
-                output::err_line(&format!("pib-client: {}", ex.text));
-            }
             output::error(&ui, &ex);
             ex.exit
         }
@@ -64,10 +61,6 @@ async fn run_command(ui: &Ui, command: Command) -> Result<u8, ClientError> {
         Command::Flash(args) => done(flash::run(ui, &args).await),
         Command::Format(args) => done(flash::format(ui, &args).await),
         Command::Install(args) => done(flash::install(ui, &args).await),
-        planned @ Command::Scan(_) => Err(ClientError::NotImplemented(
-            planned
-                .planned_name()
-                .expect("every planned command has a name"),
-        )),
+        Command::Scan(args) => done(scan::run(&mut Bus::system(ui).await?, ui, &args).await),
     }
 }

@@ -123,6 +123,11 @@ pub const TABLE: &[(&str, &str, Requirement)] = &[
         Requirement::Action(actions::FLASH),
     ),
     (
+        MANAGER_INTERFACE,
+        "Scan",
+        Requirement::Action(actions::SCAN),
+    ),
+    (
         JOB_INTERFACE,
         "Cancel",
         Requirement::JobOwnerOr(actions::MANAGE),

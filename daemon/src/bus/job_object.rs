@@ -230,14 +230,20 @@ fn result_dict(
 ) -> HashMap<String, OwnedVariant> {
     result
         .iter()
-        .filter_map(|(k, v)| {
-            let v = match v {
-                ResultValue::Str(s) => Variant::from(s.as_str()),
-                ResultValue::U32(n) => Variant::from(*n),
-                ResultValue::U64(n) => Variant::from(*n),
-                ResultValue::I32(n) => Variant::from(*n),
-            };
-            OwnedVariant::try_from(v).ok().map(|v| ((*k).to_owned(), v))
-        })
+        .filter_map(|(k, v)| result_variant(v).map(|v| ((*k).to_owned(), v)))
         .collect()
+}
+
+fn result_variant(v: &ResultValue) -> Option<OwnedVariant> {
+    let v = match v {
+        ResultValue::Str(s) => Variant::from(s.as_str()),
+        ResultValue::U32(n) => Variant::from(*n),
+        ResultValue::U64(n) => Variant::from(*n),
+        ResultValue::I32(n) => Variant::from(*n),
+        ResultValue::Bool(b) => Variant::from(*b),
+        ResultValue::List(records) => {
+            Variant::from(records.iter().map(result_dict).collect::<Vec<_>>())
+        }
+    };
+    OwnedVariant::try_from(v).ok()
 }

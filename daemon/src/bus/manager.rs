@@ -22,6 +22,7 @@ use crate::flash::request::{self as flash_request, FlashRequest};
 use crate::image::request::{self as image_request, ImageRequest};
 use crate::jobs::{JobHandle, Outcome};
 use crate::results::{self, ImageInfo};
+use crate::scan::request::ScanRequest;
 use crate::shell::{ShellFds, ShellRequest};
 use crate::workdir::WorkDir;
 
@@ -556,6 +557,26 @@ impl Manager {
         let all = options.flag(opt::ALL)?;
         self.ctx.auth.authorize(&header, None, &[]).await?;
         crate::device::service::list(&self.ctx, all).await
+    }
+
+    #[zbus(out_args("job"))]
+    async fn scan(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        options: HashMap<String, OwnedVariant>,
+    ) -> Result<OwnedObjectPath, DBusError> {
+        self.ctx.activity.touch();
+        let request = ScanRequest::parse(&Options::new(options, crate::scan::request::KEYS)?)?;
+        request.check_interfaces()?;
+        let caller = self
+            .ctx
+            .auth
+            .authorize(&header, None, &[("interfaces", &request.describe())])
+            .await?;
+        self.start_job(Operation::Scan, &caller, move |ctx, job| async move {
+            crate::scan::run(&ctx, request, job).await
+        })
+        .await
     }
 
     #[zbus(out_args("job"))]

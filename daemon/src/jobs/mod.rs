@@ -46,7 +46,13 @@ pub enum ResultValue {
     U32(u32),
     U64(u64),
     I32(i32),
+    Bool(bool),
+    /// A list of records (`aa{sv}`), e.g. the hosts a scan found.
+    List(Vec<Record>),
 }
+
+/// One entry of a [`ResultValue::List`].
+pub type Record = BTreeMap<&'static str, ResultValue>;
 
 impl From<&str> for ResultValue {
     fn from(s: &str) -> Self {
@@ -69,6 +75,18 @@ impl From<u32> for ResultValue {
 impl From<u64> for ResultValue {
     fn from(v: u64) -> Self {
         ResultValue::U64(v)
+    }
+}
+
+impl From<bool> for ResultValue {
+    fn from(v: bool) -> Self {
+        ResultValue::Bool(v)
+    }
+}
+
+impl From<Vec<Record>> for ResultValue {
+    fn from(v: Vec<Record>) -> Self {
+        ResultValue::List(v)
     }
 }
 
