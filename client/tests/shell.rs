@@ -6,12 +6,13 @@ mod support;
 
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use rustix::termios::{tcgetattr, LocalModes};
 use serde_json::Value;
+use support::pty::{on_terminal, pty, screen};
 use support::{serve, PrivateBus, Script, Stand, IMAGE, SHELL_EXIT};
 use zbus::Variant;
 
@@ -142,55 +143,8 @@ async fn ctrl_c_without_a_terminal_cancels_the_job() {
     assert!(calls(&stand).contains(&"Cancel interactive".to_owned()));
 }
 
-/// A pseudo-terminal of 30 rows and 100 columns: (master, slave).
-fn pty() -> (OwnedFd, OwnedFd) {
-    let (mut master, mut slave) = (-1, -1);
-    let ws = libc::winsize {
-        ws_row: 30,
-        ws_col: 100,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    // SAFETY: openpty writes two descriptors we then own; the name pointer may be null.
-    let rc = unsafe {
-        libc::openpty(
-            &mut master,
-            &mut slave,
-            std::ptr::null_mut(),
-            std::ptr::null(),
-            &ws,
-        )
-    };
-    assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
-    // SAFETY: just returned by openpty, owned by nobody else.
-    unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) }
-}
-
-/// The client on the slave side of a new terminal, as an interactive user runs it.
-fn on_terminal(bus: &PrivateBus, args: &[&str], slave: &OwnedFd) -> Child {
-    let mut cmd = bus.client(args);
-    let dup = || Stdio::from(slave.try_clone().unwrap());
-    cmd.stdin(dup()).stdout(dup()).stderr(dup());
-    cmd.spawn().unwrap()
-}
-
 fn modes(fd: &OwnedFd) -> LocalModes {
     tcgetattr(fd).unwrap().local_modes
-}
-
-/// What the terminal showed; the master reads until no process holds the slave any more.
-fn screen(master: OwnedFd) -> String {
-    let mut f = File::from(master);
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    // EIO marks the end on Linux once every slave descriptor is closed.
-    while let Ok(n) = f.read(&mut chunk) {
-        if n == 0 {
-            break;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-    text(&buf)
 }
 
 #[tokio::test(flavor = "multi_thread")]

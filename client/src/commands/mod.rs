@@ -12,6 +12,7 @@ mod flash;
 mod image;
 mod images;
 mod jobs;
+mod picker;
 mod shell;
 mod status;
 
