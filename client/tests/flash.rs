@@ -7,8 +7,9 @@ mod support;
 
 use std::process::Output;
 
+use pib_tests::pty::{pty, Typist};
 use rustix::termios::{tcgetattr, LocalModes};
-use support::pty::{on_terminal, pty, Typist};
+use support::on_terminal;
 use support::{serve, PrivateBus, Script, Stand};
 
 fn calls(stand: &Stand) -> Vec<String> {

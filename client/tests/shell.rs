@@ -10,9 +10,10 @@ use std::os::fd::OwnedFd;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use pib_tests::pty::{pty, screen};
 use rustix::termios::{tcgetattr, LocalModes};
 use serde_json::Value;
-use support::pty::{on_terminal, pty, screen};
+use support::on_terminal;
 use support::{serve, PrivateBus, Script, Stand, IMAGE, SHELL_EXIT};
 use zbus::Variant;
 

@@ -10,6 +10,7 @@
 pub mod cards;
 pub mod elf;
 pub mod http;
+pub mod pty;
 
 pub use cards::LoopCard;
 

@@ -4,8 +4,6 @@
 
 #![allow(dead_code)]
 
-pub mod pty;
-
 use std::collections::HashMap;
 use std::fs::File;
 use std::future::Future;
@@ -81,6 +79,13 @@ impl PrivateBus {
             .stderr(Stdio::piped());
         cmd
     }
+}
+
+/// The client on the slave side of a new terminal, as an interactive user runs it.
+pub fn on_terminal(bus: &PrivateBus, args: &[&str], slave: &OwnedFd) -> Child {
+    let mut cmd = bus.client(args);
+    pib_tests::pty::attach(&mut cmd, slave);
+    cmd.spawn().unwrap()
 }
 
 impl Drop for PrivateBus {

@@ -1,14 +1,13 @@
-//! Pseudo-terminals for the client's interactive paths: the client runs on the slave side as
-//! an interactive user runs it; the test types on the master side and reads what it showed.
+//! Pseudo-terminals for the client's interactive paths (also used by the client's own tests):
+//! the client runs on the slave side as an interactive user runs it; the test types on the
+//! master side and reads what it showed.
 
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{FromRawFd, OwnedFd};
-use std::process::{Child, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-use super::PrivateBus;
 
 /// A pseudo-terminal of 30 rows and 100 columns: (master, slave).
 pub fn pty() -> (OwnedFd, OwnedFd) {
@@ -34,12 +33,10 @@ pub fn pty() -> (OwnedFd, OwnedFd) {
     unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) }
 }
 
-/// The client on the slave side of a new terminal, as an interactive user runs it.
-pub fn on_terminal(bus: &PrivateBus, args: &[&str], slave: &OwnedFd) -> Child {
-    let mut cmd = bus.client(args);
+/// Gives `cmd` the terminal as stdin, stdout and stderr.
+pub fn attach(cmd: &mut Command, slave: &OwnedFd) {
     let dup = || Stdio::from(slave.try_clone().unwrap());
     cmd.stdin(dup()).stdout(dup()).stderr(dup());
-    cmd.spawn().unwrap()
 }
 
 /// What the terminal showed; the master reads until no process holds the slave any more.
