@@ -113,6 +113,9 @@ async fn without_a_terminal_or_with_json_a_device_is_required() {
     };
     let text = check(bus.client(&["flash", &image, "--yes"]).output().unwrap());
     assert!(text.contains("name the card to write"), "{text}");
+    // Before the image is even opened.
+    let text = check(bus.client(&["flash", "/nonexistent.img"]).output().unwrap());
+    assert!(text.contains("name the card to write"), "{text}");
     let text = check(bus.client(&["--json", "flash", &image]).output().unwrap());
     assert!(text.contains("org.pibuilder.Client.Error.Usage"), "{text}");
     // --json on a terminal: still no prompt.

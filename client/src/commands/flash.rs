@@ -115,6 +115,15 @@ async fn confirm(
 }
 
 pub async fn run(ui: &Ui, args: &FlashArgs) -> Result<(), ClientError> {
+    // Said before anything is opened: the command line is incomplete.
+    if args.devices.is_empty() && !picker::available(ui.json) {
+        return Err(ClientError::Usage(
+            "name the card to write: pib-client flash IMAGE DEVICE (`pib-client devices` \
+             lists them); without one, a card is picked interactively, which needs a terminal \
+             and is never offered with --json"
+                .into(),
+        ));
+    }
     let image = std::fs::File::open(&args.image).map_err(|source| ClientError::File {
         doing: "open",
         path: args.image.clone(),
@@ -133,14 +142,6 @@ pub async fn run(ui: &Ui, args: &FlashArgs) -> Result<(), ClientError> {
         opts.insert(options::COMPRESSION, Variant::from(c));
     }
     opts.extend(write_options(&args.write));
-    if args.devices.is_empty() && !picker::available(ui.json) {
-        return Err(ClientError::Usage(
-            "name the card to write: pib-client flash IMAGE DEVICE (`pib-client devices` \
-             lists them); without one, a card is picked interactively, which needs a terminal \
-             and is never offered with --json"
-                .into(),
-        ));
-    }
 
     let mut bus = Bus::system(ui).await?;
     let chosen = if args.devices.is_empty() {
