@@ -9,7 +9,7 @@ CARGO ?= cargo
 # Optional overrides scripts/install reads from the environment (empty means its default).
 export UNITDIR DBUS_POLICYDIR POLKIT_ACTIONDIR
 
-.PHONY: build dev-up test demo bench install deb lint fuzz
+.PHONY: build dev-up test demo bench install deb lint fuzz api-docs
 
 build:
 	$(CARGO) build --workspace
@@ -59,3 +59,8 @@ deb:
 lint:
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+# docs/api.md from the contract XML, the daemon's authorization table and the polkit policy
+# (a test in the daemon fails while the committed file is stale).
+api-docs:
+	PIB_WRITE_API_DOCS=1 $(CARGO) test -p pib-daemon --bin pib-daemon docs_api_md_is_generated

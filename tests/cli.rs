@@ -80,7 +80,8 @@ fn unknown_jobs_and_bad_arguments_are_clear_errors() {
         text(&out)
     );
 
-    // A card command without its device is a usage error, before anything is opened.
+    // A card command without its device and without a terminal to pick one on is a usage
+    // error, before anything is opened.
     let out = client_as_root(&["flash", "/nonexistent.img"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     // Without a terminal to ask on, writing a card needs --yes.

@@ -416,15 +416,21 @@ Its block map (IMAGE.bmap, or IMAGE without .zst/.xz plus .bmap, or --bmap FILE)
 present: only mapped blocks are written, and its checksums are verified. The partition table
 is written last, so an interrupted write never leaves a card that looks good. Every card is
 read back and compared unless --no-verify. On a terminal you are asked to confirm unless
---yes; without a terminal, --yes is required.";
+--yes; without a terminal, --yes is required.
+
+Without a DEVICE, a terminal shows the cards the daemon lists, with model, size, bus and
+whether pi-builder would write each (and why not): move with the arrow keys or j/k, choose
+with Enter, leave with q or Esc. Disks the daemon refuses cannot be chosen. With --json, or
+without a terminal, a DEVICE is required.";
 
 #[derive(Debug, Args)]
 pub struct FlashArgs {
     /// The image to write
     #[arg(value_name = "IMAGE")]
     pub image: PathBuf,
-    /// The cards (/dev/sdX, /dev/mmcblkN or /dev/disk/by-id/...); several are written at once
-    #[arg(value_name = "DEVICE", required = true)]
+    /// The cards (/dev/sdX, /dev/mmcblkN or /dev/disk/by-id/...); several are written at once.
+    /// None: pick one on the terminal
+    #[arg(value_name = "DEVICE")]
     pub devices: Vec<String>,
     /// The image's block map [default: IMAGE.bmap when it exists]
     #[arg(long, value_name = "FILE")]
@@ -600,7 +606,10 @@ mod tests {
         };
         assert_eq!(a.devices, ["/dev/sdb", "/dev/sdc"]);
         assert!(a.write.yes && a.write.eject && !a.write.no_verify);
-        assert!(parse(&["flash", "pi.img"]).is_err(), "a device is required");
+        let Command::Flash(a) = parse(&["flash", "pi.img"]).unwrap().command else {
+            panic!()
+        };
+        assert!(a.devices.is_empty(), "no device: the picker");
         assert!(parse(&["flash", "pi.img", "/dev/sdb", "--bmap", "x", "--no-bmap"]).is_err());
         let cli = parse(&["format", "/dev/sdb", "--boot-size", "128M"]).unwrap();
         let Command::Format(f) = cli.command else {

@@ -62,6 +62,9 @@ pub enum ClientError {
     /// A second Ctrl-C while following, or one before the daemon said which job it started.
     #[error("interrupted")]
     Interrupted { path: Option<String> },
+    /// The user left the device picker without choosing.
+    #[error("no card was chosen")]
+    NothingChosen,
     /// The command line asks for something the client will not do as given.
     #[error("{0}")]
     Usage(String),
@@ -213,6 +216,11 @@ pub fn explain(err: &ClientError, asked: bool) -> Explanation {
             "Interrupted before the daemon answered. If it started a job all the same, \
              `pib-client jobs` shows it and `pib-client cancel` stops it."
                 .to_owned(),
+            exit::CANCELLED,
+        ),
+        ClientError::NothingChosen => Explanation::new(
+            names::INTERRUPTED,
+            "No card was chosen; nothing was written.".to_owned(),
             exit::CANCELLED,
         ),
         ClientError::Usage(text) => Explanation::new(names::USAGE, format!("{text}."), exit::USAGE),

@@ -102,18 +102,13 @@ pub fn size(fd: BorrowedFd<'_>) -> Option<(u16, u16)> {
     (ws.ws_row > 0 && ws.ws_col > 0).then_some((ws.ws_row, ws.ws_col))
 }
 
-// The pseudo-terminal helper the client's integration tests use, shared rather than copied.
-#[cfg(test)]
-#[path = "../tests/support/pty.rs"]
-mod test_pty;
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     use rustix::termios::LocalModes;
 
-    use super::test_pty::pty;
+    use pib_tests::pty::pty;
 
     fn canonical(fd: BorrowedFd<'_>) -> bool {
         termios::tcgetattr(fd)

@@ -10,10 +10,11 @@ use std::os::fd::OwnedFd;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use pib_tests::pty::{pty, screen};
 use rustix::process::{kill_process, Pid, Signal};
 use rustix::termios::{tcgetattr, LocalModes};
 use serde_json::Value;
-use support::pty::pty;
+use support::on_terminal;
 use support::{serve, PrivateBus, Script, Stand, IMAGE, SHELL_EXIT};
 use zbus::Variant;
 
@@ -143,31 +144,8 @@ async fn ctrl_c_without_a_terminal_cancels_the_job() {
     assert!(calls(&stand).contains(&"Cancel interactive".to_owned()));
 }
 
-/// The client on the slave side of a new terminal, as an interactive user runs it.
-fn on_terminal(bus: &PrivateBus, args: &[&str], slave: &OwnedFd) -> Child {
-    let mut cmd = bus.client(args);
-    let dup = || Stdio::from(slave.try_clone().unwrap());
-    cmd.stdin(dup()).stdout(dup()).stderr(dup());
-    cmd.spawn().unwrap()
-}
-
 fn modes(fd: &OwnedFd) -> LocalModes {
     tcgetattr(fd).unwrap().local_modes
-}
-
-/// What the terminal showed; the master reads until no process holds the slave any more.
-fn screen(master: OwnedFd) -> String {
-    let mut f = File::from(master);
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    // EIO marks the end on Linux once every slave descriptor is closed.
-    while let Ok(n) = f.read(&mut chunk) {
-        if n == 0 {
-            break;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-    text(&buf)
 }
 
 #[tokio::test(flavor = "multi_thread")]

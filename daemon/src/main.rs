@@ -1,5 +1,7 @@
 //! pib-daemon: pi-builder's privileged system service, started by D-Bus activation.
 
+#[cfg(test)]
+mod apidoc;
 mod auth;
 mod base;
 mod binfmt;

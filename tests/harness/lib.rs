@@ -12,6 +12,7 @@ pub mod daemon;
 pub mod elf;
 pub mod http;
 pub mod netlab;
+pub mod pty;
 
 pub use cards::LoopCard;
 pub use daemon::{restart_daemon, DaemonConfig};

@@ -18,7 +18,7 @@ use zbus::{Fd, OwnedObjectPath, Variant};
 use crate::bus::Bus;
 use crate::calls::{self, Attempt};
 use crate::cli::{CardWrite, FlashArgs, FormatArgs, InstallArgs};
-use crate::commands::devices;
+use crate::commands::{devices, picker};
 use crate::errors::ClientError;
 use crate::follow;
 use crate::humanize;
@@ -115,6 +115,15 @@ async fn confirm(
 }
 
 pub async fn run(ui: &Ui, args: &FlashArgs) -> Result<(), ClientError> {
+    // Said before anything is opened: the command line is incomplete.
+    if args.devices.is_empty() && !picker::available(ui.json) {
+        return Err(ClientError::Usage(
+            "name the card to write: pib-client flash IMAGE DEVICE (`pib-client devices` \
+             lists them); without one, a card is picked interactively, which needs a terminal \
+             and is never offered with --json"
+                .into(),
+        ));
+    }
     let image = std::fs::File::open(&args.image).map_err(|source| ClientError::File {
         doing: "open",
         path: args.image.clone(),
@@ -135,10 +144,15 @@ pub async fn run(ui: &Ui, args: &FlashArgs) -> Result<(), ClientError> {
     opts.extend(write_options(&args.write));
 
     let mut bus = Bus::system(ui).await?;
+    let chosen = if args.devices.is_empty() {
+        vec![pick(&mut bus, &args.image).await?]
+    } else {
+        args.devices.clone()
+    };
     let doing = format!("write {}", args.image.display());
-    confirm(&mut bus, ui, &args.devices, &doing, args.write.yes).await?;
+    confirm(&mut bus, ui, &chosen, &doing, args.write.yes).await?;
     let manager = bus.manager().await?;
-    let devices: Vec<&str> = args.devices.iter().map(String::as_str).collect();
+    let devices: Vec<&str> = chosen.iter().map(String::as_str).collect();
     let jobs: Vec<OwnedObjectPath> = bus
         .call(
             manager.inner(),
@@ -147,7 +161,20 @@ pub async fn run(ui: &Ui, args: &FlashArgs) -> Result<(), ClientError> {
         )
         .await?;
     drop(image);
-    finish(&mut bus, ui, &calls::FLASH, &args.devices, jobs).await
+    finish(&mut bus, ui, &calls::FLASH, &chosen, jobs).await
+}
+
+/// The device the user picks on the terminal from the daemon's listing.
+async fn pick(bus: &mut Bus, image: &Path) -> Result<String, ClientError> {
+    let listed = devices::fetch(bus, false).await?;
+    let name = image
+        .file_name()
+        .map_or_else(|| image.to_string_lossy(), |n| n.to_string_lossy())
+        .into_owned();
+    let name = crate::output::for_terminal(&name).into_owned();
+    tokio::task::spawn_blocking(move || picker::pick(&listed, &name))
+        .await
+        .map_err(|e| ClientError::io("the device picker stopped")(std::io::Error::other(e)))?
 }
 
 pub async fn install(ui: &Ui, args: &InstallArgs) -> Result<(), ClientError> {

@@ -12,6 +12,7 @@ mod flash;
 mod image;
 mod images;
 mod jobs;
+mod picker;
 mod scan;
 mod shell;
 mod status;

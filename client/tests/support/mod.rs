@@ -4,8 +4,6 @@
 
 #![allow(dead_code)]
 
-pub mod pty;
-
 use std::collections::HashMap;
 use std::fs::File;
 use std::future::Future;
@@ -81,6 +79,13 @@ impl PrivateBus {
             .stderr(Stdio::piped());
         cmd
     }
+}
+
+/// The client on the slave side of a new terminal, as an interactive user runs it.
+pub fn on_terminal(bus: &PrivateBus, args: &[&str], slave: &OwnedFd) -> Child {
+    let mut cmd = bus.client(args);
+    pib_tests::pty::attach(&mut cmd, slave);
+    cmd.spawn().unwrap()
 }
 
 impl Drop for PrivateBus {
@@ -474,7 +479,68 @@ impl Manager {
         };
         self.start_work(server, conn, "shell", Box::pin(work)).await
     }
+
+    fn list_devices(
+        &self,
+        #[zbus(header)] h: Header<'_>,
+        options: HashMap<String, OwnedVariant>,
+    ) -> Vec<HashMap<String, OwnedVariant>> {
+        self.record(&h, "");
+        self.keep_options(&h, options);
+        DEVICES
+            .iter()
+            .map(|(device, model, verdict, reason)| {
+                dict(&[
+                    ("device", (*device).into()),
+                    ("size", (32u64 << 30).into()),
+                    ("bus", "usb".into()),
+                    ("vendor", "Stand".into()),
+                    ("model", (*model).into()),
+                    ("verdict", (*verdict).into()),
+                    ("reason", (*reason).into()),
+                ])
+            })
+            .collect()
+    }
+
+    /// One job per device, each reading nothing and reporting the device it was given.
+    async fn flash(
+        &mut self,
+        #[zbus(header)] h: Header<'_>,
+        #[zbus(object_server)] server: &ObjectServer,
+        #[zbus(connection)] conn: &Connection,
+        image: zbus::OwnedFd,
+        devices: Vec<String>,
+        options: HashMap<String, OwnedVariant>,
+    ) -> Result<Vec<OwnedObjectPath>, DBusError> {
+        self.record(&h, &format!("{} {}", kind(&image), devices.join(" ")));
+        self.refuse_if_denied()?;
+        self.keep_options(&h, options);
+        let mut jobs = Vec::new();
+        for d in devices {
+            let work = async move {
+                let result = [
+                    ("device", Variant::from(d)),
+                    ("written", 4096u64.into()),
+                    ("verified", 1u32.into()),
+                ];
+                Ok(done(&result, "written"))
+            };
+            jobs.push(
+                self.start_work(server, conn, "flash", Box::pin(work))
+                    .await?,
+            );
+        }
+        Ok(jobs)
+    }
 }
+
+/// What the stand-in's ListDevices says: (device, model, verdict, reason).
+pub const DEVICES: &[(&str, &str, &str, &str)] = &[
+    ("/dev/sda", "System Disk", "refused", "it holds /"),
+    ("/dev/sdb", "Card One", "ok", ""),
+    ("/dev/sdc", "Card Two", "ok", ""),
+];
 
 fn known_image(name: &str) -> Result<(), DBusError> {
     if name == IMAGE {

@@ -149,39 +149,18 @@ pub fn requirement(interface: &str, member: &str) -> Option<Requirement> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pib_dbus_interfaces::{JOB_XML, MANAGER_XML};
 
     /// (interface, method, annotation) for every method in the contract XML.
     fn xml_methods() -> Vec<(String, String, Option<String>)> {
-        let mut out = Vec::new();
-        for xml in [MANAGER_XML, JOB_XML] {
-            let doc = roxmltree::Document::parse_with_options(
-                xml,
-                roxmltree::ParsingOptions {
-                    allow_dtd: true,
-                    ..Default::default()
-                },
-            )
-            .unwrap();
-            for iface in doc.descendants().filter(|n| n.has_tag_name("interface")) {
-                for m in iface.children().filter(|n| n.has_tag_name("method")) {
-                    let ann = m
-                        .children()
-                        .find(|a| {
-                            a.has_tag_name("annotation")
-                                && a.attribute("name") == Some(actions::ANNOTATION)
-                        })
-                        .and_then(|a| a.attribute("value"))
-                        .map(str::to_owned);
-                    out.push((
-                        iface.attribute("name").unwrap().to_owned(),
-                        m.attribute("name").unwrap().to_owned(),
-                        ann,
-                    ));
-                }
-            }
-        }
-        out
+        crate::apidoc::interfaces()
+            .into_iter()
+            .flat_map(|iface| {
+                iface
+                    .methods
+                    .into_iter()
+                    .map(move |m| (iface.name.clone(), m.name, m.action))
+            })
+            .collect()
     }
 
     #[test]
@@ -212,22 +191,13 @@ mod tests {
             "/../polkit/org.pibuilder.policy"
         ))
         .expect("polkit/org.pibuilder.policy");
-        let doc = roxmltree::Document::parse_with_options(
-            &policy,
-            roxmltree::ParsingOptions {
-                allow_dtd: true,
-                ..Default::default()
-            },
-        )
-        .unwrap();
-        let declared: Vec<&str> = doc
-            .descendants()
-            .filter(|n| n.has_tag_name("action"))
-            .filter_map(|n| n.attribute("id"))
+        let declared: Vec<String> = crate::apidoc::policy::parse(&policy)
+            .into_iter()
+            .map(|a| a.id)
             .collect();
         for action in actions::ALL {
             assert!(
-                declared.contains(action),
+                declared.iter().any(|d| d == action),
                 "{action} missing from the policy"
             );
         }
